@@ -1,0 +1,67 @@
+# DSPEx Cluster — the two commands a newcomer needs are `make run` and `make test`.
+# Everything installs itself on first use; `make setup` is idempotent.
+
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+MIX_BUILD := beam/_build/.compiled
+
+.PHONY: setup run test test-python test-beam lint format bench clean
+
+setup: $(STAMP) $(MIX_BUILD)
+
+# System packages: Debian's Erlang/OTP 25 and Elixir, when missing.
+.ci/.otp-ok:
+	@if ! command -v erl >/dev/null || ! command -v mix >/dev/null; then \
+	  echo "==> installing erlang-nox and elixir (Debian)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq erlang-nox erlang-dev elixir >/dev/null; \
+	fi
+	@command -v ip >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq iproute2 >/dev/null; }
+	@command -v dnsmasq >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dnsmasq-base >/dev/null; }
+	@touch $@
+
+$(STAMP): pyproject.toml setup.py .ci/.otp-ok
+	@echo "==> python venv in $(VENV)"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $@
+
+$(MIX_BUILD): .ci/.otp-ok $(shell find beam/lib beam/mix.exs beam/config -type f 2>/dev/null)
+	@echo "==> compiling the BEAM application"
+	@cd beam && MIX_ENV=dev mix compile --force >/dev/null && MIX_ENV=test mix compile >/dev/null
+	@mkdir -p $(dir $@) && touch $@
+
+run: setup
+	@$(PY) -m dspex_cluster demo
+
+test: setup
+	@$(MAKE) --no-print-directory test-python test-beam
+
+test-python: setup
+	@$(PY) -m pytest -q tests
+
+test-beam: setup
+	@cd beam && mix test
+
+lint: setup
+	@$(VENV)/bin/ruff check python tests bench
+	@cd beam && mix format --check-formatted
+
+format: setup
+	@$(VENV)/bin/ruff check --fix python tests bench || true
+	@$(VENV)/bin/ruff format python tests bench
+	@cd beam && mix format
+
+# Benchmarks are not tests: each bench/bench_*.py writes JSON (and figures) under reports/bench/.
+bench: setup
+	@mkdir -p reports/bench
+	@for b in bench/bench_*.py; do echo "==> $$b"; $(PY) $$b --out reports/bench || exit 1; done
+
+clean:
+	rm -rf $(VENV) beam/_build reports .ci/.otp-ok

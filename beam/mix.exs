@@ -1,0 +1,20 @@
+defmodule DSPEx.Clustering.MixProject do
+  use Mix.Project
+
+  def project do
+    [
+      app: :dspex_cluster,
+      version: "0.1.0",
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      deps: []
+    ]
+  end
+
+  def application do
+    [
+      extra_applications: [:logger, :crypto, :os_mon, :inets],
+      mod: {DSPEx.Clustering.Application, []}
+    ]
+  end
+end

@@ -1,0 +1,3 @@
+from dspex_cluster.cli import main
+
+raise SystemExit(main())
