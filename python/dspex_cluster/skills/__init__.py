@@ -1,0 +1,1 @@
+"""Numpy skills: anomaly detection, failure prediction, placement and load forecasting."""
