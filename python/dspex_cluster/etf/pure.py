@@ -1,0 +1,791 @@
+"""The reference External Term Format codec, in pure Python.
+
+The C extension `_cetf` must give the same results; both are run against the same vectors and
+properties. See the package docstring for the mapping between Erlang terms and Python values.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import sys
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from . import tags as T
+from .types import (
+    DEFAULT_LIMITS,
+    NO_MESSAGE,
+    Atom,
+    BitString,
+    DecodeLimits,
+    ETFError,
+    ExportFun,
+    FrozenTerm,
+    Fun,
+    ImproperList,
+    Pid,
+    Port,
+    Reference,
+    same_term,
+)
+
+__all__ = ["encode", "decode", "decode_from", "decode_dist_frame"]
+
+_u16 = struct.Struct(">H").unpack_from
+_u32 = struct.Struct(">I").unpack_from
+_i32 = struct.Struct(">i").unpack_from
+_u64 = struct.Struct(">Q").unpack_from
+_f64 = struct.Struct(">d").unpack_from
+_pack_u16 = struct.Struct(">H").pack
+_pack_u32 = struct.Struct(">I").pack
+_pack_i32 = struct.Struct(">i").pack
+_pack_f64 = struct.Struct(">d").pack
+
+# Atoms are few and repeat constantly: map their encoded bytes to the decoded value. Bounded, so
+# that a stream of distinct atoms from a hostile peer cannot grow it without limit.
+_ATOM_CACHE_MAX = 8192
+_atom_cache: dict[tuple[int, bytes], Any] = {}
+_SPECIAL_ATOMS: dict[str, Any] = {"true": True, "false": False, "nil": None}
+
+
+# --------------------------------------------------------------------------------------------
+# decoding
+
+
+class _State:
+    """Per-call decoding state: the input, its limits and the element budget left."""
+
+    __slots__ = ("data", "end", "limits", "elements_left")
+
+    def __init__(self, data: Any, limits: DecodeLimits) -> None:
+        self.data = data
+        self.end = len(data)
+        self.limits = limits
+        self.elements_left = limits.max_elements
+
+
+def _fail(msg: str, pos: int) -> ETFError:
+    return ETFError(f"{msg} at offset {pos}")
+
+
+def _need(st: _State, pos: int, n: int, what: str) -> None:
+    if n > st.end - pos:
+        raise _fail(f"truncated {what}: needs {n} bytes, {max(st.end - pos, 0)} left", pos)
+
+
+def _spend(st: _State, n: int, pos: int) -> None:
+    st.elements_left -= n
+    if st.elements_left < 0:
+        raise _fail(f"term has more than max_elements={st.limits.max_elements} elements", pos)
+
+
+def _atom_text(st: _State, pos: int, n: int, utf8: bool) -> str:
+    raw = bytes(st.data[pos : pos + n])
+    try:
+        text = raw.decode("utf-8") if utf8 else raw.decode("latin-1")
+    except UnicodeDecodeError:
+        raise _fail("atom is not valid UTF-8", pos) from None
+    if len(text) > st.limits.max_atom_chars:
+        raise _fail(f"atom longer than {st.limits.max_atom_chars} characters", pos)
+    return text
+
+
+def _read_atom(st: _State, pos: int, special: bool) -> tuple[Any, int]:
+    """Decode an atom at pos (any of the four atom tags). With special, true/false/nil map to
+    True/False/None; without, the result is always an Atom (node names, module names)."""
+    data = st.data
+    _need(st, pos, 1, "atom")
+    tag = data[pos]
+    if tag == T.SMALL_ATOM_UTF8 or tag == T.SMALL_ATOM:
+        _need(st, pos + 1, 1, "atom length")
+        n = data[pos + 1]
+        start = pos + 2
+    elif tag == T.ATOM_UTF8 or tag == T.ATOM:
+        _need(st, pos + 1, 2, "atom length")
+        n = _u16(data, pos + 1)[0]
+        start = pos + 3
+    else:
+        raise _fail(f"expected an atom, got tag {tag}", pos)
+    _need(st, start, n, "atom")
+    utf8 = tag == T.SMALL_ATOM_UTF8 or tag == T.ATOM_UTF8
+    key = (utf8, bytes(data[start : start + n]))
+    hit = _atom_cache.get(key)
+    if hit is None:
+        atom = Atom(_atom_text(st, start, n, utf8))
+        if len(_atom_cache) >= _ATOM_CACHE_MAX:
+            _atom_cache.clear()
+        _atom_cache[key] = atom
+        hit = atom
+    if special:
+        value = _SPECIAL_ATOMS.get(hit, hit)
+        return value, start + n
+    return hit, start + n
+
+
+def _read_small_uint(st: _State, pos: int, what: str) -> tuple[int, int]:
+    """An integer term that must be non-negative (fun fields): SMALL_INTEGER or INTEGER."""
+    value, end = _term(st, pos, 0)
+    if type(value) is not int or value < 0:
+        raise _fail(f"{what} must be a non-negative integer", pos)
+    return value, end
+
+
+def _read_pid(st: _State, pos: int) -> tuple[Pid, int]:
+    data = st.data
+    if pos >= st.end or data[pos] != T.NEW_PID:
+        raise _fail("expected a NEW_PID_EXT", pos)
+    node, p = _read_atom(st, pos + 1, False)
+    _need(st, p, 12, "pid")
+    return Pid(node, _u32(data, p)[0], _u32(data, p + 4)[0], _u32(data, p + 8)[0]), p + 12
+
+
+def _term(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    if pos >= st.end:
+        raise _fail("truncated: expected a term", pos)
+    tag = st.data[pos]
+    fn = _DECODERS[tag]
+    if fn is None:
+        name = T.OBSOLETE.get(tag)
+        if name is not None:
+            raise _fail(f"unsupported tag {tag} ({name})", pos)
+        raise _fail(f"unknown tag {tag}", pos)
+    return fn(st, pos, depth)
+
+
+def _d_small_int(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 1, "SMALL_INTEGER_EXT")
+    return st.data[pos + 1], pos + 2
+
+
+def _d_int(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 4, "INTEGER_EXT")
+    return _i32(st.data, pos + 1)[0], pos + 5
+
+
+def _big(st: _State, start: int, n: int, pos: int) -> tuple[Any, int]:
+    _need(st, start, n + 1, "bignum")
+    sign = st.data[start]
+    if sign > 1:
+        raise _fail(f"bignum sign byte must be 0 or 1, got {sign}", pos)
+    value = int.from_bytes(st.data[start + 1 : start + 1 + n], "little")
+    return (-value if sign else value), start + 1 + n
+
+
+def _d_small_big(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 1, "SMALL_BIG_EXT")
+    return _big(st, pos + 2, st.data[pos + 1], pos)
+
+
+def _d_large_big(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 4, "LARGE_BIG_EXT")
+    return _big(st, pos + 5, _u32(st.data, pos + 1)[0], pos)
+
+
+def _check_float(value: float, pos: int) -> float:
+    if not math.isfinite(value):
+        raise _fail("float is not finite", pos)
+    return value
+
+
+def _d_new_float(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 8, "NEW_FLOAT_EXT")
+    return _check_float(_f64(st.data, pos + 1)[0], pos), pos + 9
+
+
+def _d_old_float(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 31, "FLOAT_EXT")
+    text = bytes(st.data[pos + 1 : pos + 32]).rstrip(b"\x00")
+    try:
+        value = float(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise _fail("FLOAT_EXT is not a number", pos) from None
+    return _check_float(value, pos), pos + 32
+
+
+def _d_atom(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    return _read_atom(st, pos, True)
+
+
+def _tuple_items(st: _State, pos: int, n: int, depth: int) -> tuple[Any, int]:
+    if n > st.end - pos:
+        raise _fail(f"tuple of {n} elements cannot fit in {st.end - pos} bytes", pos)
+    if depth >= st.limits.max_depth:
+        raise _fail(f"nesting deeper than max_depth={st.limits.max_depth}", pos)
+    _spend(st, n, pos)
+    items = []
+    append = items.append
+    depth += 1
+    for _ in range(n):
+        value, pos = _term(st, pos, depth)
+        append(value)
+    return tuple(items), pos
+
+
+def _d_small_tuple(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 1, "SMALL_TUPLE_EXT")
+    return _tuple_items(st, pos + 2, st.data[pos + 1], depth)
+
+
+def _d_large_tuple(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 4, "LARGE_TUPLE_EXT")
+    return _tuple_items(st, pos + 5, _u32(st.data, pos + 1)[0], depth)
+
+
+def _d_nil(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    return [], pos + 1
+
+
+def _d_string(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 2, "STRING_EXT")
+    n = _u16(st.data, pos + 1)[0]
+    _need(st, pos + 3, n, "STRING_EXT")
+    _spend(st, n, pos)
+    return list(st.data[pos + 3 : pos + 3 + n]), pos + 3 + n
+
+
+def _d_list(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 4, "LIST_EXT")
+    n = _u32(st.data, pos + 1)[0]
+    p = pos + 5
+    if n + 1 > st.end - p:
+        raise _fail(f"list of {n} elements cannot fit in {st.end - p} bytes", pos)
+    if depth >= st.limits.max_depth:
+        raise _fail(f"nesting deeper than max_depth={st.limits.max_depth}", pos)
+    _spend(st, n, pos)
+    items: list[Any] = []
+    append = items.append
+    depth += 1
+    for _ in range(n):
+        value, p = _term(st, p, depth)
+        append(value)
+    if p < st.end and st.data[p] == T.NIL:
+        return items, p + 1
+    tail, p = _term(st, p, depth)
+    if type(tail) is list:  # [a | [b]] is [a, b]: never sent by OTP, but keep it one list
+        items.extend(tail)
+        return items, p
+    if type(tail) is ImproperList:
+        return ImproperList(items + tail.items, tail.tail), p
+    if not items:  # LIST_EXT of length 0 with a tail is just the tail
+        return tail, p
+    return ImproperList(items, tail), p
+
+
+def _d_binary(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 4, "BINARY_EXT")
+    n = _u32(st.data, pos + 1)[0]
+    _need(st, pos + 5, n, "BINARY_EXT")
+    return bytes(st.data[pos + 5 : pos + 5 + n]), pos + 5 + n
+
+
+def _d_bit_binary(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 5, "BIT_BINARY_EXT")
+    n = _u32(st.data, pos + 1)[0]
+    bits = st.data[pos + 5]
+    _need(st, pos + 6, n, "BIT_BINARY_EXT")
+    if n == 0 or not 1 <= bits <= 8:
+        raise _fail(f"BIT_BINARY_EXT with {n} bytes and {bits} bits in the last", pos)
+    return BitString(bytes(st.data[pos + 6 : pos + 6 + n]), bits), pos + 6 + n
+
+
+def _d_map(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    """MAP_EXT decoding that handles keys equal under Python's == but distinct in Erlang."""
+    _need(st, pos + 1, 4, "MAP_EXT")
+    n = _u32(st.data, pos + 1)[0]
+    p = pos + 5
+    if 2 * n > st.end - p:
+        raise _fail(f"map of {n} pairs cannot fit in {st.end - p} bytes", pos)
+    if depth >= st.limits.max_depth:
+        raise _fail(f"nesting deeper than max_depth={st.limits.max_depth}", pos)
+    _spend(st, 2 * n, pos)
+    result: dict[Any, Any] = {}
+    depth += 1
+    for _ in range(n):
+        key_pos = p
+        key, p = _term(st, p, depth)
+        value, p = _term(st, p, depth)
+        try:
+            present = key in result
+        except TypeError:  # unhashable key (a list, a map, ...)
+            key = FrozenTerm(key)
+            present = key in result
+        if present:
+            key = _distinct_key(result, key, key_pos)
+        result[key] = value
+    return result, p
+
+
+def _distinct_key(result: dict[Any, Any], key: Any, pos: int) -> FrozenTerm:
+    """`key` equals a key already in the map under Python's == (1, 1.0 and true): wrap it in a
+    FrozenTerm, which compares Erlang-style, unless it is the very same term (a duplicate)."""
+    for old in result:
+        if old == key and same_term(old, key):
+            raise _fail("map has a duplicate key", pos)
+    wrapped = key if type(key) is FrozenTerm else FrozenTerm(key)
+    if wrapped in result:
+        raise _fail("map has a duplicate key", pos)
+    return wrapped
+
+
+def _d_pid(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    return _read_pid(st, pos)
+
+
+def _d_new_port(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    node, p = _read_atom(st, pos + 1, False)
+    _need(st, p, 8, "NEW_PORT_EXT")
+    return Port(node, _u32(st.data, p)[0], _u32(st.data, p + 4)[0]), p + 8
+
+
+def _d_v4_port(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    node, p = _read_atom(st, pos + 1, False)
+    _need(st, p, 12, "V4_PORT_EXT")
+    return Port(node, _u64(st.data, p)[0], _u32(st.data, p + 8)[0], True), p + 12
+
+
+def _d_reference(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _need(st, pos + 1, 2, "NEWER_REFERENCE_EXT")
+    n = _u16(st.data, pos + 1)[0]
+    if not 1 <= n <= 5:
+        raise _fail(f"reference with {n} words (1..5 allowed)", pos)
+    node, p = _read_atom(st, pos + 3, False)
+    _need(st, p, 4 + 4 * n, "NEWER_REFERENCE_EXT")
+    creation = _u32(st.data, p)[0]
+    ids = struct.unpack_from(f">{n}I", st.data, p + 4)
+    return Reference(node, creation, ids), p + 4 + 4 * n
+
+
+def _d_export(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    module, p = _read_atom(st, pos + 1, False)
+    function, p = _read_atom(st, p, False)
+    if p + 2 > st.end or st.data[p] != T.SMALL_INTEGER:
+        raise _fail("EXPORT_EXT arity must be a SMALL_INTEGER_EXT", p)
+    return ExportFun(module, function, st.data[p + 1]), p + 2
+
+
+def _d_new_fun(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    data = st.data
+    _need(st, pos + 1, 4 + 1 + 16 + 4 + 4, "NEW_FUN_EXT")
+    size = _u32(data, pos + 1)[0]
+    end = pos + 1 + size
+    if size < 29 or end > st.end:
+        raise _fail(f"NEW_FUN_EXT size {size} does not fit the input", pos)
+    if depth >= st.limits.max_depth:
+        raise _fail(f"nesting deeper than max_depth={st.limits.max_depth}", pos)
+    arity = data[pos + 5]
+    uniq = bytes(data[pos + 6 : pos + 22])
+    index = _u32(data, pos + 22)[0]
+    num_free = _u32(data, pos + 26)[0]
+    p = pos + 30
+    if num_free > end - p:
+        raise _fail(f"NEW_FUN_EXT with {num_free} free variables cannot fit", pos)
+    _spend(st, num_free, pos)
+    module, p = _read_atom(st, p, False)
+    old_index, p = _read_small_uint(st, p, "NEW_FUN_EXT OldIndex")
+    old_uniq, p = _read_small_uint(st, p, "NEW_FUN_EXT OldUniq")
+    pid, p = _read_pid(st, p)
+    free: list[Any] = []
+    for _ in range(num_free):
+        value, p = _term(st, p, depth + 1)
+        free.append(value)
+    if p != end:
+        raise _fail(f"NEW_FUN_EXT size {size} does not match its contents", pos)
+    raw = bytes(data[pos:end])
+    fun = Fun(raw, module, arity, index, uniq, old_index, old_uniq, pid, tuple(free))
+    return fun, end
+
+
+_DECODERS: list[Callable[[_State, int, int], tuple[Any, int]] | None] = [None] * 256
+for _tag, _fn in {
+    T.SMALL_INTEGER: _d_small_int,
+    T.INTEGER: _d_int,
+    T.SMALL_BIG: _d_small_big,
+    T.LARGE_BIG: _d_large_big,
+    T.NEW_FLOAT: _d_new_float,
+    T.FLOAT: _d_old_float,
+    T.ATOM: _d_atom,
+    T.SMALL_ATOM: _d_atom,
+    T.ATOM_UTF8: _d_atom,
+    T.SMALL_ATOM_UTF8: _d_atom,
+    T.SMALL_TUPLE: _d_small_tuple,
+    T.LARGE_TUPLE: _d_large_tuple,
+    T.NIL: _d_nil,
+    T.STRING: _d_string,
+    T.LIST: _d_list,
+    T.BINARY: _d_binary,
+    T.BIT_BINARY: _d_bit_binary,
+    T.MAP: _d_map,
+    T.NEW_PID: _d_pid,
+    T.NEW_PORT: _d_new_port,
+    T.V4_PORT: _d_v4_port,
+    T.NEWER_REFERENCE: _d_reference,
+    T.EXPORT: _d_export,
+    T.NEW_FUN: _d_new_fun,
+}.items():
+    _DECODERS[_tag] = _fn
+
+
+def _as_buffer(data: Any) -> Any:
+    if isinstance(data, (bytes, bytearray)):
+        return data
+    if isinstance(data, memoryview):
+        return data.cast("B") if data.format != "B" or data.ndim != 1 else data
+    raise TypeError(f"expected bytes, bytearray or memoryview, got {type(data).__name__}")
+
+
+def _ensure_stack(limits: DecodeLimits) -> None:
+    # The decoder recurses once per nesting level (plus a frame or two per level for the
+    # dispatch); since 3.11 such pure-Python calls use no C stack, so raising the limit is safe.
+    need = 3 * limits.max_depth + 200
+    if sys.getrecursionlimit() < need + 1000:
+        sys.setrecursionlimit(need + 1000)
+
+
+def decode_from(
+    data: bytes | bytearray | memoryview, offset: int = 0, *, limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[Any, int]:
+    """Decode one 131-prefixed term starting at `offset`; return (term, offset just after it)."""
+    buf = _as_buffer(data)
+    if offset < 0 or offset > len(buf):
+        raise ETFError(f"offset {offset} outside the input of {len(buf)} bytes")
+    if offset >= len(buf):
+        raise _fail("truncated: expected the version byte 131", offset)
+    if buf[offset] != T.VERSION:
+        raise _fail(f"expected version byte 131, got {buf[offset]}", offset)
+    if limits.max_depth > 200:
+        _ensure_stack(limits)
+    if offset + 1 < len(buf) and buf[offset + 1] == T.COMPRESSED:
+        return _decode_compressed(buf, offset, limits)
+    st = _State(buf, limits)
+    try:
+        return _term(st, offset + 1, 0)
+    except RecursionError:  # only if the caller's own stack was already nearly full
+        raise ETFError("term nested too deeply for the Python stack") from None
+
+
+def _decode_compressed(buf: Any, offset: int, limits: DecodeLimits) -> tuple[Any, int]:
+    if len(buf) - offset < 6:
+        raise _fail("truncated compressed term header", offset)
+    size = _u32(buf, offset + 2)[0]
+    if size > limits.max_uncompressed_size:
+        raise _fail(
+            f"compressed term declares {size} bytes, over max_uncompressed_size="
+            f"{limits.max_uncompressed_size}",
+            offset,
+        )
+    inflater = zlib.decompressobj()
+    try:
+        inner = inflater.decompress(bytes(buf[offset + 6 :]), size)
+    except zlib.error as exc:
+        raise _fail(f"bad zlib data in compressed term ({exc})", offset) from None
+    if len(inner) != size or not inflater.eof:
+        raise _fail(f"compressed term does not inflate to its declared {size} bytes", offset)
+    end = len(buf) - len(inflater.unused_data)
+    st = _State(inner, limits)
+    try:
+        term, p = _term(st, 0, 0)
+    except RecursionError:
+        raise ETFError("term nested too deeply for the Python stack") from None
+    if p != size:
+        raise _fail(f"compressed term has {size - p} trailing bytes", offset)
+    return term, end
+
+
+def decode(data: bytes | bytearray | memoryview, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Any:
+    """Decode exactly one 131-prefixed term (plain or compressed); trailing bytes are an error."""
+    term, end = decode_from(data, 0, limits=limits)
+    if end != len(data if not isinstance(data, memoryview) else _as_buffer(data)):
+        raise _fail("trailing bytes after the term", end)
+    return term
+
+
+def decode_dist_frame(
+    data: bytes | bytearray | memoryview, *, limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[Any, Any]:
+    """Parse a distribution frame body `112, Control, [Message]` (no length prefix, no atom-cache
+    header); return (control, message) with message NO_MESSAGE when absent."""
+    buf = _as_buffer(data)
+    if not buf or buf[0] != T.PASS_THROUGH:
+        got = buf[0] if buf else "nothing"
+        raise ETFError(f"distribution frame must start with 112, got {got} at offset 0")
+    control, p = decode_from(buf, 1, limits=limits)
+    if p == len(buf):
+        return control, NO_MESSAGE
+    message, p = decode_from(buf, p, limits=limits)
+    if p != len(buf):
+        raise _fail("trailing bytes after the message in a distribution frame", p)
+    return control, message
+
+
+# --------------------------------------------------------------------------------------------
+# encoding
+
+
+def _encode_atom_text(out: bytearray, text: str) -> None:
+    raw = text.encode("utf-8")
+    n = len(raw)
+    if n < 256:
+        out.append(T.SMALL_ATOM_UTF8)
+        out.append(n)
+    else:
+        if len(text) > 255:
+            raise ETFError(f"atom longer than 255 characters: {text[:20]!r}...")
+        out.append(T.ATOM_UTF8)
+        out += _pack_u16(n)
+    out += raw
+
+
+def _e_atom(out: bytearray, term: Any, depth: int) -> None:
+    atom = _encoded_atoms.get(term)
+    if atom is None:
+        buf = bytearray()
+        _encode_atom_text(buf, str(term))
+        atom = bytes(buf)
+        if len(_encoded_atoms) >= _ATOM_CACHE_MAX:
+            _encoded_atoms.clear()
+        _encoded_atoms[str(term)] = atom
+    out += atom
+
+
+_encoded_atoms: dict[str, bytes] = {}
+
+
+def _e_int(out: bytearray, term: int, depth: int) -> None:
+    if 0 <= term <= 255:
+        out.append(T.SMALL_INTEGER)
+        out.append(term)
+    elif -(2**31) <= term < 2**31:
+        out.append(T.INTEGER)
+        out += _pack_i32(term)
+    else:
+        magnitude = -term if term < 0 else term
+        n = (magnitude.bit_length() + 7) // 8
+        if n < 256:
+            out.append(T.SMALL_BIG)
+            out.append(n)
+        else:
+            out.append(T.LARGE_BIG)
+            out += _pack_u32(n)
+        out.append(1 if term < 0 else 0)
+        out += magnitude.to_bytes(n, "little")
+
+
+def _e_bool(out: bytearray, term: bool, depth: int) -> None:
+    out += b"\x77\x04true" if term else b"\x77\x05false"
+
+
+def _e_none(out: bytearray, term: None, depth: int) -> None:
+    out += b"\x77\x03nil"
+
+
+def _e_float(out: bytearray, term: float, depth: int) -> None:
+    if not math.isfinite(term):
+        raise ETFError(f"cannot encode a non-finite float: {term!r}")
+    out.append(T.NEW_FLOAT)
+    out += _pack_f64(term)
+
+
+def _e_bytes(out: bytearray, term: bytes, depth: int) -> None:
+    out.append(T.BINARY)
+    out += _pack_u32(len(term))
+    out += term
+
+
+def _e_str(out: bytearray, term: str, depth: int) -> None:
+    _e_bytes(out, term.encode("utf-8"), depth)
+
+
+def _e_tuple(out: bytearray, term: tuple[Any, ...], depth: int) -> None:
+    n = len(term)
+    if n < 256:
+        out.append(T.SMALL_TUPLE)
+        out.append(n)
+    else:
+        out.append(T.LARGE_TUPLE)
+        out += _pack_u32(n)
+    depth += 1
+    for item in term:
+        _encode_term(out, item, depth)
+
+
+def _is_byte_list(term: list[Any]) -> bool:
+    for x in term:
+        if type(x) is not int or not 0 <= x <= 255:
+            return False
+    return True
+
+
+def _e_list(out: bytearray, term: list[Any], depth: int) -> None:
+    n = len(term)
+    if n == 0:
+        out.append(T.NIL)
+        return
+    if n < 65536 and _is_byte_list(term):
+        out.append(T.STRING)
+        out += _pack_u16(n)
+        out += bytes(term)
+        return
+    out.append(T.LIST)
+    out += _pack_u32(n)
+    depth += 1
+    for item in term:
+        _encode_term(out, item, depth)
+    out.append(T.NIL)
+
+
+def _e_improper(out: bytearray, term: ImproperList, depth: int) -> None:
+    out.append(T.LIST)
+    out += _pack_u32(len(term.items))
+    depth += 1
+    for item in term.items:
+        _encode_term(out, item, depth)
+    _encode_term(out, term.tail, depth)
+
+
+def _e_dict(out: bytearray, term: dict[Any, Any], depth: int) -> None:
+    out.append(T.MAP)
+    out += _pack_u32(len(term))
+    depth += 1
+    for key, value in term.items():
+        _encode_term(out, key.term if type(key) is FrozenTerm else key, depth)
+        _encode_term(out, value, depth)
+
+
+def _u32_field(value: int, what: str) -> bytes:
+    if type(value) is not int or not 0 <= value < 2**32:
+        raise ETFError(f"{what} must be an integer in 0..2**32-1, got {value!r}")
+    return _pack_u32(value)
+
+
+def _e_pid(out: bytearray, term: Pid, depth: int) -> None:
+    out.append(T.NEW_PID)
+    _e_atom(out, term.node, depth)
+    out += _u32_field(term.id, "Pid id")
+    out += _u32_field(term.serial, "Pid serial")
+    out += _u32_field(term.creation, "Pid creation")
+
+
+def _e_port(out: bytearray, term: Port, depth: int) -> None:
+    if type(term.id) is not int or not 0 <= term.id < 2**64:
+        raise ETFError(f"Port id must be an integer in 0..2**64-1, got {term.id!r}")
+    if term.v4 or term.id >= 2**32:
+        out.append(T.V4_PORT)
+        _e_atom(out, term.node, depth)
+        out += term.id.to_bytes(8, "big")
+    else:
+        out.append(T.NEW_PORT)
+        _e_atom(out, term.node, depth)
+        out += _pack_u32(term.id)
+    out += _u32_field(term.creation, "Port creation")
+
+
+def _e_reference(out: bytearray, term: Reference, depth: int) -> None:
+    ids = term.ids
+    if not isinstance(ids, tuple) or not 1 <= len(ids) <= 5:
+        raise ETFError(f"Reference ids must be a tuple of 1..5 words, got {ids!r}")
+    out.append(T.NEWER_REFERENCE)
+    out += _pack_u16(len(ids))
+    _e_atom(out, term.node, depth)
+    out += _u32_field(term.creation, "Reference creation")
+    for word in ids:
+        out += _u32_field(word, "Reference id word")
+
+
+def _e_export(out: bytearray, term: ExportFun, depth: int) -> None:
+    if type(term.arity) is not int or not 0 <= term.arity <= 255:
+        raise ETFError(f"ExportFun arity must be 0..255, got {term.arity!r}")
+    out.append(T.EXPORT)
+    _e_atom(out, term.module, depth)
+    _e_atom(out, term.function, depth)
+    out.append(T.SMALL_INTEGER)
+    out.append(term.arity)
+
+
+def _e_fun(out: bytearray, term: Fun, depth: int) -> None:
+    out += term.raw
+
+
+def _e_bitstring(out: bytearray, term: BitString, depth: int) -> None:
+    out.append(T.BIT_BINARY)
+    out += _pack_u32(len(term.data))
+    out.append(term.bits)
+    out += term.data
+
+
+def _e_frozen(out: bytearray, term: FrozenTerm, depth: int) -> None:
+    _encode_term(out, term.term, depth)
+
+
+_ENCODERS: dict[type, Callable[[bytearray, Any, int], None]] = {
+    Atom: _e_atom,
+    int: _e_int,
+    bool: _e_bool,
+    type(None): _e_none,
+    float: _e_float,
+    bytes: _e_bytes,
+    bytearray: _e_bytes,
+    str: _e_str,
+    tuple: _e_tuple,
+    list: _e_list,
+    dict: _e_dict,
+    ImproperList: _e_improper,
+    Pid: _e_pid,
+    Port: _e_port,
+    Reference: _e_reference,
+    ExportFun: _e_export,
+    Fun: _e_fun,
+    BitString: _e_bitstring,
+    FrozenTerm: _e_frozen,
+}
+# Subclasses (an IntEnum, a str subclass, ...) fall back to the first matching base, in this order.
+_BASES: tuple[type, ...] = (
+    Atom, bool, int, float, str, bytes, bytearray, tuple, list, dict, ImproperList,
+    Pid, Port, Reference, ExportFun, Fun, BitString, FrozenTerm,
+)  # fmt: skip
+
+_ENCODE_MAX_DEPTH = DEFAULT_LIMITS.max_depth
+
+
+def _encode_term(out: bytearray, term: Any, depth: int) -> None:
+    if depth > _ENCODE_MAX_DEPTH:
+        raise ETFError(f"term nested deeper than {_ENCODE_MAX_DEPTH} (or cyclic)")
+    fn = _ENCODERS.get(type(term))
+    if fn is None:
+        for base in _BASES:
+            if isinstance(term, base):
+                fn = _ENCODERS[base]
+                break
+        else:
+            raise ETFError(f"cannot encode a value of type {type(term).__name__}: {term!r:.80}")
+    fn(out, term, depth)
+
+
+def encode(term: Any, *, compressed: bool | int = False) -> bytes:
+    """Encode `term` as a full external term (131 version byte first).
+
+    compressed: False, True (zlib level 6, as term_to_binary(T, [compressed])) or a level 0..9.
+    Like term_to_binary, the compressed form is used only when it is smaller.
+    """
+    out = bytearray(b"\x83")
+    _ensure_stack(DEFAULT_LIMITS)
+    try:
+        _encode_term(out, term, 0)
+    except RecursionError:
+        raise ETFError("term nested too deeply to encode") from None
+    if compressed is False or compressed == 0 and type(compressed) is int:
+        return bytes(out)
+    level = 6 if compressed is True else int(compressed)
+    if not 0 <= level <= 9:
+        raise ValueError(f"compression level must be 0..9, got {compressed!r}")
+    return _compress(bytes(out), level)
+
+
+def _compress(plain: bytes, level: int) -> bytes:
+    body = memoryview(plain)[1:]
+    packed = zlib.compress(body, level)
+    # term_to_binary gives zlib only len(body) - 5 bytes of room and falls back to plain
+    if len(packed) > len(body) - 5:
+        return plain
+    return b"\x83\x50" + _pack_u32(len(body)) + packed
