@@ -33,7 +33,8 @@ Mapping (Erlang -> Python; encode takes the same Python values back):
     improper list        ImproperList(items, tail)
     map                  dict in wire order (re-encoding is byte-exact). A key Python cannot hash
                          (list, map, ...) or one that Python's == would merge with another key of
-                         the same map (1, 1.0 and true) is wrapped in FrozenTerm(key); encode unwraps.
+                         the same map (1, 1.0 and true) is wrapped in FrozenTerm(key); encode
+                         unwraps it.
     pid                  Pid(node, id, serial, creation)            NEW_PID_EXT
     reference            Reference(node, creation, ids)             NEWER_REFERENCE_EXT, 1..5 words
     port                 Port(node, id, creation, v4=False)         NEW_PORT_EXT, V4_PORT_EXT

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 
 class ETFError(ValueError):
-    """Bytes that are not a valid (or not an allowed) external term, or a value that cannot be encoded."""
+    """Bytes that are not a valid (or allowed) external term, or a value that cannot be encoded."""
 
 
 class Atom(str):
@@ -52,7 +52,8 @@ class Reference:
 @dataclass(frozen=True, slots=True)
 class Port:
     """A port identifier. `v4` records that it came as V4_PORT_EXT (64-bit id) so that re-encoding
-    is byte-exact; it does not take part in equality. Ids above 32 bits always encode as V4_PORT_EXT.
+    is byte-exact; it does not take part in equality. Ids above 32 bits always encode as
+    V4_PORT_EXT.
     """
 
     node: Atom
@@ -123,8 +124,8 @@ class BitString:
 class ImproperList:
     """A list whose tail is not `[]`: `[a, b | tail]` is `ImproperList([a, b], tail)`.
 
-    `items` is non-empty and `tail` is not a list (a list tail would make it a longer list). Hashable
-    when its items and tail are.
+    `items` is non-empty and `tail` is not a list (a list tail would make it a longer list).
+    Hashable when its items and tail are.
     """
 
     __slots__ = ("items", "tail")
