@@ -1,0 +1,100 @@
+"""Framing after the handshake: `Len:32` packets, 0-length = tick, 112 pass-through data.
+
+`FrameReader.feed` parses every complete frame in the buffer in one loop and returns the decoded
+(control, message) pairs; terms are decoded straight out of the receive buffer (no per-frame copy).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from dspex_cluster.etf import ETFError, decode_from, encode
+
+PASS_THROUGH = 112
+TICK_FRAME = b"\x00\x00\x00\x00"
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+_LEN = struct.Struct(">I")
+
+
+class FrameError(Exception):
+    """The peer sent a frame we refuse; the connection must close."""
+
+
+class _NoMessage:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_MESSAGE"
+
+
+NO_MESSAGE: Any = _NoMessage()
+
+
+class FrameReader:
+    """Accumulates bytes; `feed` returns (frames, ticks) for all complete frames."""
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> tuple[list[tuple[Any, Any]], int]:
+        buf = self._buf
+        buf += data
+        frames: list[tuple[Any, Any]] = []
+        ticks = 0
+        pos = 0
+        end = len(buf)
+        unpack = _LEN.unpack_from
+        max_frame = self.max_frame
+        try:
+            while end - pos >= 4:
+                (n,) = unpack(buf, pos)
+                if n == 0:
+                    ticks += 1
+                    pos += 4
+                    continue
+                if n > max_frame:
+                    raise FrameError(f"frame of {n} bytes exceeds the limit of {max_frame}")
+                stop = pos + 4 + n
+                if stop > end:
+                    break
+                if buf[pos + 4] != PASS_THROUGH:
+                    raise FrameError(f"unsupported frame type {buf[pos + 4]} (no atom cache)")
+                frames.append(_decode_frame(buf, pos + 5, stop))
+                pos = stop
+        finally:
+            if pos:
+                del buf[:pos]
+        return frames, ticks
+
+
+def _decode_frame(buf: bytearray, start: int, stop: int) -> tuple[Any, Any]:
+    try:
+        control, pos = decode_from(buf, start)
+        if pos > stop:
+            raise FrameError("control term runs past the end of its frame")
+        if pos == stop:
+            return control, NO_MESSAGE
+        message, pos = decode_from(buf, pos)
+    except ETFError as err:
+        raise FrameError(f"undecodable term: {err}") from None
+    except RecursionError:
+        raise FrameError("term nested too deeply") from None
+    if pos != stop:
+        raise FrameError(f"{stop - pos} stray bytes after the message in a frame")
+    if not isinstance(control, tuple) or not control or not isinstance(control[0], int):
+        raise FrameError(f"control message is not a tuple with an opcode: {control!r:.100}")
+    return control, message
+
+
+def encode_frame(control: tuple, message: Any = NO_MESSAGE) -> bytes:
+    """One pass-through frame: Len:32, 112, control term, optional message term."""
+    body = encode(control)
+    if message is not NO_MESSAGE:
+        body += encode(message)
+    return _LEN.pack(len(body) + 1) + b"p" + body
