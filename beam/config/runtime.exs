@@ -1,0 +1,16 @@
+import Config
+
+# Per-node overrides from the environment (the bin/dspex-node launcher sets these).
+split = fn value -> value |> String.split(",", trim: true) |> Enum.map(&String.trim/1) end
+
+if profile = System.get_env("DSPEX_PROFILE"),
+  do: config(:dspex_cluster, profile: String.to_atom(profile))
+
+if strategies = System.get_env("DSPEX_DISCOVERY"),
+  do: config(:dspex_cluster, discovery: Enum.map(split.(strategies), &String.to_atom/1))
+
+if hosts = System.get_env("DSPEX_HOSTS"), do: config(:dspex_cluster, hosts: split.(hosts))
+if file = System.get_env("DSPEX_COOKIE_FILE"), do: config(:dspex_cluster, cookie_file: file)
+
+if caps = System.get_env("DSPEX_CAPABILITIES"),
+  do: config(:dspex_cluster, capabilities: Enum.map(split.(caps), &String.to_atom/1))

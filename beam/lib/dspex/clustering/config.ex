@@ -1,0 +1,97 @@
+defmodule DSPEx.Clustering.Config do
+  @moduledoc """
+  Settings: a profile (`:development` or `:production`, app env `:profile`) gives defaults;
+  any key set in the `:dspex_cluster` application environment overrides the profile value on
+  that node (`config/*.exs`, `config/runtime.exs` reading `DSPEX_*` variables, `-dspex_cluster
+  key value` on the `erl` command line, or `Application.put_env/3` before the app starts).
+
+  | key | development | production | meaning |
+  |---|---|---|---|
+  | `:discovery` | `[:epmd]` | `[:dns]` | discovery strategies, in order |
+  | `:hosts` | `["127.0.0.1"]` | `[]` | hosts for the EPMD strategy |
+  | `:discovery_interval_ms` | 2_000 | 5_000 | how often strategies poll |
+  | `:heartbeat_interval_ms` | 100 | 100 | membership heartbeats to each BEAM member |
+  | `:check_interval_ms` | 50 | 50 | how often phi is evaluated |
+  | `:phi_threshold` | 8.0 | 8.0 | suspect at or above this phi |
+  | `:min_std_dev_ms` | 100 | 100 | floor on the inter-arrival std dev |
+  | `:acceptable_pause_ms` | 0 | 100 | added to the mean interval |
+  | `:detector_window` | 100 | 200 | inter-arrival samples kept per node |
+  | `:health_interval_ms` | 2_000 | 10_000 | `cluster.health.data` period |
+  | `:load_interval_ms` | 1_000 | 5_000 | `cluster.load.report` period |
+  | `:capabilities` | `[]` | `[]` | this node's capabilities (atoms), used by placement |
+  | `:placement_weights` | see below | same | score weights |
+  | `:placement_advisors` | `[]` | `[]` | modules asked first (see `DSPEx.Clustering.LoadBalancer`) |
+  | `:placement_budget_ms` | 50 | 100 | time budget for the advisors |
+  | `:cluster_name` | `"dspex"` | `"dspex"` | nodes of other clusters are refused by discovery |
+  | `:cookie_file` | nil | nil | read the cookie from this file at start (not logged) |
+  """
+
+  @weights %{cpu: 0.30, memory: 0.25, agents: 0.20, network: 0.15, capability: 0.10}
+
+  @profiles %{
+    development: %{
+      discovery: [:epmd],
+      hosts: ["127.0.0.1"],
+      discovery_interval_ms: 2_000,
+      heartbeat_interval_ms: 100,
+      check_interval_ms: 50,
+      phi_threshold: 8.0,
+      min_std_dev_ms: 100,
+      acceptable_pause_ms: 0,
+      detector_window: 100,
+      health_interval_ms: 2_000,
+      load_interval_ms: 1_000,
+      capabilities: [],
+      placement_weights: @weights,
+      placement_advisors: [],
+      placement_budget_ms: 50,
+      cluster_name: "dspex",
+      cookie_file: nil
+    },
+    production: %{
+      discovery: [:dns],
+      hosts: [],
+      discovery_interval_ms: 5_000,
+      heartbeat_interval_ms: 100,
+      check_interval_ms: 50,
+      phi_threshold: 8.0,
+      min_std_dev_ms: 100,
+      acceptable_pause_ms: 100,
+      detector_window: 200,
+      health_interval_ms: 10_000,
+      load_interval_ms: 5_000,
+      capabilities: [],
+      placement_weights: @weights,
+      placement_advisors: [],
+      placement_budget_ms: 100,
+      cluster_name: "dspex",
+      cookie_file: nil
+    }
+  }
+
+  @doc "The active profile name."
+  @spec profile() :: :development | :production
+  def profile do
+    case Application.get_env(:dspex_cluster, :profile, :development) do
+      p when p in [:development, "development"] -> :development
+      p when p in [:production, "production"] -> :production
+    end
+  end
+
+  @doc "The settings of `profile` before per-node overrides."
+  @spec profile_defaults(:development | :production) :: map()
+  def profile_defaults(profile), do: Map.fetch!(@profiles, profile)
+
+  @doc "The value of `key`: the node's app env if set, else the active profile's."
+  @spec get(atom()) :: term()
+  def get(key) do
+    case Application.fetch_env(:dspex_cluster, key) do
+      {:ok, value} -> value
+      :error -> Map.fetch!(profile_defaults(profile()), key)
+    end
+  end
+
+  @doc "All effective settings."
+  @spec all() :: map()
+  def all, do: Map.new(Map.keys(profile_defaults(profile())), &{&1, get(&1)})
+end
