@@ -47,7 +47,7 @@ test-python: setup
 	@$(PY) -m pytest -q tests
 
 test-beam: setup
-	@cd beam && mix test
+	@cd beam && bin/test
 
 lint: setup
 	@$(VENV)/bin/ruff check python tests bench

@@ -1,0 +1,79 @@
+defmodule DSPEx.Test.PeerNode do
+  @moduledoc """
+  Real BEAM nodes for multi-node tests: separate OS processes started with OTP's `:peer`
+  (control over stdio, so a frozen or killed peer never blocks the test node), running this
+  application from the test build's code path with the test node's cookie and epmd.
+  """
+
+  @type t :: %{peer: pid(), node: node(), os_pid: pos_integer()}
+
+  @doc "Starts a peer running `:dspex_cluster`; `env` overrides its application env."
+  @spec start(String.t(), keyword()) :: t()
+  def start(prefix, env \\ []) do
+    name = ~c"#{prefix}_#{System.unique_integer([:positive])}"
+    paths = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
+    cookie = Atom.to_charlist(:erlang.get_cookie())
+
+    {:ok, peer, node} =
+      :peer.start(%{
+        name: name,
+        host: ~c"127.0.0.1",
+        longnames: true,
+        connection: :standard_io,
+        wait_boot: 30_000,
+        args: [~c"-setcookie", cookie, ~c"-start_epmd", ~c"false" | paths]
+      })
+
+    app_env = Keyword.merge(Application.get_all_env(:dspex_cluster), env)
+    :ok = :erpc.call(node, Application, :put_all_env, [[dspex_cluster: app_env]])
+    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:dspex_cluster])
+    os_pid = :erpc.call(node, :os, :getpid, []) |> List.to_integer()
+    %{peer: peer, node: node, os_pid: os_pid}
+  end
+
+  @doc "Stops the peer, whatever state it is in (frozen, killed, running)."
+  @spec stop(t()) :: :ok
+  def stop(%{peer: peer, os_pid: os_pid}) do
+    signal(os_pid, "CONT")
+
+    try do
+      :peer.stop(peer)
+    catch
+      _, _ -> :ok
+    end
+
+    signal(os_pid, "KILL")
+    :ok
+  end
+
+  @doc "Sends a POSIX signal (`\"STOP\"`, `\"CONT\"`, `\"KILL\"`) to the peer's OS process."
+  @spec signal(pos_integer(), String.t()) :: :ok | :error
+  def signal(os_pid, name) do
+    case System.cmd("kill", ["-#{name}", Integer.to_string(os_pid)], stderr_to_stdout: true) do
+      {_, 0} -> :ok
+      _ -> :error
+    end
+  end
+
+  @doc "Polls `fun` until it returns a truthy value or `timeout_ms` passes."
+  @spec eventually((() -> term()), non_neg_integer()) :: term()
+  def eventually(fun, timeout_ms \\ 5_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout_ms
+    poll(fun, deadline)
+  end
+
+  defp poll(fun, deadline) do
+    case fun.() do
+      result when result not in [nil, false] ->
+        result
+
+      _ ->
+        if System.monotonic_time(:millisecond) > deadline do
+          raise ExUnit.AssertionError, message: "condition not met in time"
+        end
+
+        Process.sleep(25)
+        poll(fun, deadline)
+    end
+  end
+end
