@@ -1,0 +1,510 @@
+"""Workload placement: score candidate nodes, learn each node's effective speed online, choose one.
+
+Every policy reads the same node feature matrix, one row per candidate node, columns in the order
+of ``NODE_FEATURES``:
+
+  ``load``        CPU utilisation in [0, 1] (busy cores / cores)
+  ``memory``      memory utilisation in [0, 1]
+  ``capacity``    parallel slots (cores) the node runs tasks on, > 0
+  ``latency_s``   recent mean task latency reported by the node (s); informational
+  ``queue``       tasks on the node (waiting + running) as far as the caller knows
+  ``capability``  how well the node matches the task's needs, in [0, 1] (1 = full match)
+  ``network``     network distance to the task's data or caller, in [0, 1]
+  ``backlog``     optional 8th column: outstanding work on the node in speed-1 seconds
+
+The task is described by a mapping (every key optional): ``work`` (estimated seconds at speed 1,
+default 1), ``min_capacity``, ``min_capability``, ``max_network``, ``memory`` (fraction of a node's
+memory it needs) and ``network_cost_s`` (seconds added per unit of network distance). Constraints
+and an explicit ``feasible_mask`` combine: a node is a candidate only if every one holds.
+
+``PlacementModel`` is the learned policy. It keeps one log-speed estimate per node, learned from
+observed run times (``observe``: speed sample = work / run time) with a forgetting factor so it
+tracks a node that slows down or recovers, and chooses the node with the smallest predicted
+completion time: expected wait (backlog / (capacity x speed) once every slot is busy) plus the
+task's work / speed. Exploration is optimism under uncertainty: a node's speed is inflated by
+``optimism / sqrt(1 + n_eff)``, where the effective observation count ``n_eff`` decays while the
+node goes unobserved, so unknown or long-unseen nodes get tried again.
+
+The static baselines (``RoundRobinPolicy``, ``RandomPolicy``, ``LeastLoadedPolicy``,
+``PowerOfTwoPolicy``, ``WeightedScorePolicy``) share the same ``choose``/``scores`` API.
+``simulate`` (the discrete-event simulator in ``simulation``) is re-exported from here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+NODE_FEATURES = (
+    "load",
+    "memory",
+    "capacity",
+    "latency_s",
+    "queue",
+    "capability",
+    "network",
+    "backlog",
+)
+LOAD, MEMORY, CAPACITY, LATENCY, QUEUE, CAPABILITY, NETWORK, BACKLOG = range(8)
+
+# The seed's weighted headroom score (higher is better). CPU headroom dominates, then headroom in
+# hosted tasks ("agent count" per slot), memory headroom, network proximity, capability match.
+SEED_WEIGHTS: dict[str, float] = {
+    "cpu": 0.35,
+    "agents": 0.25,
+    "memory": 0.15,
+    "network": 0.15,
+    "capability": 0.10,
+}
+
+POLICIES = ("round_robin", "random", "least_loaded", "p2c", "weighted", "learned")
+
+TaskFeatures = Mapping[str, float] | None
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+
+def feasible_nodes(
+    node_features: FloatArray,
+    task_features: TaskFeatures = None,
+    feasible_mask: BoolArray | None = None,
+) -> BoolArray | None:
+    """The candidate mask from the explicit mask and the task's constraints; None = all nodes."""
+    mask = None if feasible_mask is None else np.asarray(feasible_mask, dtype=bool)
+    if task_features:
+        checks = []
+        v = task_features.get("min_capacity")
+        if v:
+            checks.append(node_features[:, CAPACITY] >= v)
+        v = task_features.get("min_capability")
+        if v:
+            checks.append(node_features[:, CAPABILITY] >= v)
+        v = task_features.get("max_network")
+        if v is not None:
+            checks.append(node_features[:, NETWORK] <= v)
+        v = task_features.get("memory")
+        if v:
+            checks.append(1.0 - node_features[:, MEMORY] >= v)
+        for c in checks:
+            mask = c if mask is None else mask & c
+    return mask
+
+
+def _argbest(values: FloatArray, mask: BoolArray | None) -> int:
+    """Index of the smallest value among candidates; -1 when no node is feasible."""
+    if mask is not None:
+        if not mask.any():
+            return -1
+        values = np.where(mask, values, np.inf)
+    return int(np.argmin(values))
+
+
+class _RandomStream:
+    """Uniform draws from a pre-generated buffer: one numpy call per 4,096 decisions."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._buf: list[float] = []
+        self._pos = 0
+
+    def next(self) -> float:
+        if self._pos >= len(self._buf):
+            self._buf = self._rng.random(4096).tolist()
+            self._pos = 0
+        x = self._buf[self._pos]
+        self._pos += 1
+        return x
+
+    def index(self, n: int) -> int:
+        return min(int(self.next() * n), n - 1)
+
+
+class _StaticPolicy:
+    """A policy that does not learn: ``observe`` is accepted and ignored."""
+
+    name = "static"
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._draw = _RandomStream(self._rng)
+
+    def scores(
+        self,
+        node_features: FloatArray,
+        task_features: TaskFeatures = None,
+        feasible_mask: BoolArray | None = None,
+    ) -> FloatArray:
+        """Lower is better; +inf for infeasible nodes."""
+        raise NotImplementedError  # every concrete policy overrides this
+
+    def choose(
+        self,
+        node_features: FloatArray,
+        task_features: TaskFeatures = None,
+        feasible_mask: BoolArray | None = None,
+    ) -> int:
+        mask = feasible_nodes(node_features, task_features, feasible_mask)
+        return _argbest(self.scores(node_features, task_features, mask), mask)
+
+    def observe(
+        self,
+        node_idx: int,
+        task_features: TaskFeatures,
+        duration_s: float,
+        node_features_at_placement: FloatArray | None = None,
+    ) -> None:
+        return None
+
+    def _pick_among(self, mask: BoolArray | None, n: int) -> int:
+        """A uniformly random candidate."""
+        if mask is None:
+            return self._draw.index(n)
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return -1
+        return int(idx[self._draw.index(idx.size)])
+
+
+class RoundRobinPolicy(_StaticPolicy):
+    """Cycles through the nodes, skipping infeasible ones."""
+
+    name = "round_robin"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed)
+        self._next = 0
+
+    def scores(self, node_features, task_features=None, feasible_mask=None):  # type: ignore[no-untyped-def]
+        n = node_features.shape[0]
+        s = ((np.arange(n) - self._next) % n).astype(float)
+        return s if feasible_mask is None else np.where(feasible_mask, s, np.inf)
+
+    def choose(self, node_features, task_features=None, feasible_mask=None):  # type: ignore[no-untyped-def]
+        n = node_features.shape[0]
+        mask = feasible_nodes(node_features, task_features, feasible_mask)
+        if mask is None:
+            i = self._next % n
+        else:
+            i = _argbest(self.scores(node_features, None, mask), mask)
+            if i < 0:
+                return -1
+        self._next = (i + 1) % n
+        return i
+
+
+class RandomPolicy(_StaticPolicy):
+    """Uniform choice among feasible nodes."""
+
+    name = "random"
+
+    def scores(self, node_features, task_features=None, feasible_mask=None):  # type: ignore[no-untyped-def]
+        s = self._rng.random(node_features.shape[0])
+        return s if feasible_mask is None else np.where(feasible_mask, s, np.inf)
+
+    def choose(self, node_features, task_features=None, feasible_mask=None):  # type: ignore[no-untyped-def]
+        mask = feasible_nodes(node_features, task_features, feasible_mask)
+        return self._pick_among(mask, node_features.shape[0])
+
+
+def _queue_per_slot(node_features: FloatArray) -> FloatArray:
+    return node_features[:, QUEUE] / node_features[:, CAPACITY]
+
+
+class LeastLoadedPolicy(_StaticPolicy):
+    """Fewest reported tasks per slot (join-the-shortest-queue); ties broken at random."""
+
+    name = "least_loaded"
+
+    def scores(self, node_features, task_features=None, feasible_mask=None):  # type: ignore[no-untyped-def]
+        q = _queue_per_slot(node_features)
+        # jitter below the smallest possible difference in tasks-per-slot only breaks ties
+        jitter = self._rng.random(q.shape[0]) * (
+            0.5 / max(float(node_features[:, CAPACITY].max()), 1.0)
+        )
+        s = q + jitter
+        return s if feasible_mask is None else np.where(feasible_mask, s, np.inf)
+
+
+class PowerOfTwoPolicy(_StaticPolicy):
+    """Power of two choices: sample two feasible nodes, keep the one with fewer tasks per slot."""
+
+    name = "p2c"
+
+    def scores(self, node_features, task_features=None, feasible_mask=None):  # type: ignore[no-untyped-def]
+        # Not a ranking policy: the two sampled nodes get their load, the rest +inf.
+        s = np.full(node_features.shape[0], np.inf)
+        i = self.choose(node_features, task_features, feasible_mask)
+        if i >= 0:
+            s[i] = _queue_per_slot(node_features)[i]
+        return s
+
+    def choose(self, node_features, task_features=None, feasible_mask=None):  # type: ignore[no-untyped-def]
+        n = node_features.shape[0]
+        mask = feasible_nodes(node_features, task_features, feasible_mask)
+        if mask is None:
+            a = self._draw.index(n)
+            b = self._draw.index(n - 1) if n > 1 else 0
+            if b >= a and n > 1:
+                b += 1  # two distinct nodes
+        else:
+            idx = np.flatnonzero(mask)
+            if idx.size == 0:
+                return -1
+            a = int(idx[self._draw.index(idx.size)])
+            b = int(idx[self._draw.index(idx.size)])
+        qa = node_features[a, QUEUE] / node_features[a, CAPACITY]
+        qb = node_features[b, QUEUE] / node_features[b, CAPACITY]
+        if qa < qb or (qa == qb and self._draw.next() < 0.5):
+            return a
+        return b
+
+
+class WeightedScorePolicy(_StaticPolicy):
+    """The seed's weighted sum of headrooms (``SEED_WEIGHTS``); the highest score wins."""
+
+    name = "weighted"
+
+    def __init__(self, seed: int = 0, weights: Mapping[str, float] | None = None) -> None:
+        super().__init__(seed)
+        self.weights = dict(SEED_WEIGHTS if weights is None else weights)
+
+    def headroom(self, node_features: FloatArray) -> FloatArray:
+        """The seed's score in [0, 1] per node (higher = more headroom)."""
+        w = self.weights
+        f = node_features
+        return (
+            w["cpu"] * (1.0 - f[:, LOAD])
+            + w["agents"] / (1.0 + f[:, QUEUE] / f[:, CAPACITY])
+            + w["memory"] * (1.0 - f[:, MEMORY])
+            + w["network"] * (1.0 - f[:, NETWORK])
+            + w["capability"] * f[:, CAPABILITY]
+        )
+
+    def scores(self, node_features, task_features=None, feasible_mask=None):  # type: ignore[no-untyped-def]
+        s = -self.headroom(node_features)
+        s = s + self._rng.random(s.shape[0]) * 1e-9  # tie-break only
+        return s if feasible_mask is None else np.where(feasible_mask, s, np.inf)
+
+
+class PlacementModel:
+    """Learned placement: per-node speed learned online from run times, chosen by predicted finish.
+
+    ``forgetting`` is the smallest learning rate of the per-node log-speed average (the weight of
+    the newest observation once a node has been seen often), so an estimate follows a node that
+    slows down within a few observations. ``optimism`` scales the exploration bonus.
+    """
+
+    name = "learned"
+
+    def __init__(
+        self,
+        n_nodes: int | None = None,
+        *,
+        seed: int = 0,
+        forgetting: float = 0.3,
+        optimism: float = 0.5,
+        prior_speed: float = 1.0,
+    ) -> None:
+        if not 0.0 < forgetting <= 1.0:
+            raise ValueError("forgetting must be in (0, 1]")
+        self.forgetting = float(forgetting)
+        self.optimism = float(optimism)
+        self.prior_speed = float(prior_speed)
+        self._rng = np.random.default_rng(seed)
+        self._mean_work = 1.0  # running mean of observed work: a stand-in backlog per queued task
+        self._n = 0
+        self._obs = 0
+        if n_nodes is not None:
+            self._resize(int(n_nodes))
+
+    # ---- state -------------------------------------------------------------------------------
+    def _resize(self, n: int) -> None:
+        old = self._n
+        if n <= old:
+            return
+
+        def grow(a: FloatArray | None, fill: float) -> FloatArray:
+            out = np.full(n, fill)
+            if a is not None and old:
+                out[:old] = a
+            return out
+
+        self._log_speed = grow(getattr(self, "_log_speed", None), math.log(self.prior_speed))
+        self._n_eff = grow(getattr(self, "_n_eff", None), 0.0)
+        self._last_obs = grow(getattr(self, "_last_obs", None), 0.0)
+        self._last_duration = grow(getattr(self, "_last_duration", None), np.nan)
+        self._n = n
+        self._dirty = True
+
+    @property
+    def speed(self) -> FloatArray:
+        """Point estimate of each node's speed (work seconds done per second, per slot)."""
+        return np.exp(self._log_speed)
+
+    def _refresh(self) -> None:
+        """Recompute the optimistic speeds once per batch of observations, not per decision."""
+        n = self._n
+        age = (self._obs - self._last_obs) / max(n, 1)  # observations each node missed, on average
+        n_now = self._n_eff * (1.0 - self.forgetting) ** age
+        self._uncertainty = 1.0 / np.sqrt(1.0 + n_now)
+        self._speed_pt = np.exp(self._log_speed)
+        self._speed_opt = self._speed_pt * (1.0 + self.optimism * self._uncertainty)
+        # relative jitter far below any real difference: breaks exact ties without a bias to node 0
+        self._jitter = 1.0 + self._rng.random(n) * 1e-9
+        self._dirty = False
+
+    # ---- learning ----------------------------------------------------------------------------
+    def observe(
+        self,
+        node_idx: int,
+        task_features: TaskFeatures,
+        duration_s: float,
+        node_features_at_placement: FloatArray | None = None,
+    ) -> None:
+        """Learn from one finished task: it ran ``duration_s`` seconds (start to finish) there.
+
+        The work is ``task_features["work"]`` (default 1). ``node_features_at_placement`` is
+        accepted for callers that log it; the speed estimate needs only work and run time.
+        """
+        work = 1.0 if not task_features else float(task_features.get("work", 1.0))
+        self.observe_run(int(node_idx), work, float(duration_s))
+
+    def observe_run(self, node_idx: int, work: float, duration_s: float) -> None:
+        if node_idx >= self._n:
+            self._resize(node_idx + 1)
+        if not (duration_s > 0.0 and work > 0.0):
+            return
+        i = node_idx
+        age = (self._obs - self._last_obs[i]) / self._n
+        n_now = self._n_eff[i] * (1.0 - self.forgetting) ** age
+        rate = max(1.0 / (n_now + 1.0), self.forgetting)
+        self._log_speed[i] += rate * (math.log(work / duration_s) - self._log_speed[i])
+        self._n_eff[i] = n_now + 1.0
+        self._obs += 1
+        self._last_obs[i] = self._obs
+        self._last_duration[i] = duration_s
+        self._mean_work += (work - self._mean_work) / min(self._obs, 1000)
+        self._dirty = True
+
+    # ---- scoring -----------------------------------------------------------------------------
+    def predict_completion(
+        self,
+        capacity: FloatArray,
+        queue: FloatArray,
+        backlog: FloatArray,
+        work: float,
+        network_cost: FloatArray | None = None,
+    ) -> FloatArray:
+        """Predicted seconds until a task of ``work`` placed now would finish, per node."""
+        if self._dirty:
+            self._refresh()
+        s = self._speed_opt
+        wait = np.where(queue >= capacity, backlog / (capacity * s), 0.0)
+        pred = wait + work / s
+        if network_cost is not None:
+            pred = pred + network_cost
+        return pred
+
+    def _inputs(
+        self, node_features: FloatArray, task_features: TaskFeatures
+    ) -> tuple[FloatArray, FloatArray, FloatArray, float, FloatArray | None]:
+        f = node_features
+        if f.shape[0] > self._n:
+            self._resize(f.shape[0])
+        cap = f[:, CAPACITY]
+        queue = f[:, QUEUE]
+        backlog = f[:, BACKLOG] if f.shape[1] > BACKLOG else queue * self._mean_work
+        work = 1.0
+        net = None
+        if task_features:
+            work = float(task_features.get("work", 1.0))
+            cost = task_features.get("network_cost_s")
+            if cost:
+                net = cost * f[:, NETWORK]
+        return cap, queue, backlog, work, net
+
+    def scores(
+        self,
+        node_features: FloatArray,
+        task_features: TaskFeatures = None,
+        feasible_mask: BoolArray | None = None,
+    ) -> FloatArray:
+        """Predicted completion time in seconds per node (lower is better); +inf if infeasible."""
+        cap, queue, backlog, work, net = self._inputs(node_features, task_features)
+        pred = self.predict_completion(cap, queue, backlog, work, net)
+        mask = feasible_nodes(node_features, task_features, feasible_mask)
+        return pred if mask is None else np.where(mask, pred, np.inf)
+
+    def choose(
+        self,
+        node_features: FloatArray,
+        task_features: TaskFeatures = None,
+        feasible_mask: BoolArray | None = None,
+    ) -> int:
+        """The index of the node to place the task on, or -1 if no node is feasible."""
+        cap, queue, backlog, work, net = self._inputs(node_features, task_features)
+        pred = self.predict_completion(cap, queue, backlog, work, net)
+        mask = feasible_nodes(node_features, task_features, feasible_mask)
+        return _argbest(pred * self._jitter[: pred.shape[0]], mask)
+
+    def choose_from_state(
+        self, capacity: FloatArray, queue: FloatArray, backlog: FloatArray, work: float
+    ) -> int:
+        """``choose`` for callers that already hold the three columns (the simulator)."""
+        pred = self.predict_completion(capacity, queue, backlog, work)
+        return int(np.argmin(pred * self._jitter))
+
+    def explain(
+        self, node_idx: int, node_features: FloatArray, task_features: TaskFeatures = None
+    ) -> dict[str, Any]:
+        """Why a node scores as it does: the terms of its predicted completion time."""
+        cap, queue, backlog, work, net = self._inputs(node_features, task_features)
+        if self._dirty:
+            self._refresh()
+        i = int(node_idx)
+        s_opt = float(self._speed_opt[i])
+        wait = float(backlog[i] / (cap[i] * s_opt)) if queue[i] >= cap[i] else 0.0
+        mask = feasible_nodes(node_features, task_features, None)
+        all_scores = self.scores(node_features, task_features)
+        return {
+            "node": i,
+            "feasible": True if mask is None else bool(mask[i]),
+            "speed_estimate": float(self._speed_pt[i]),
+            "speed_optimistic": s_opt,
+            "uncertainty": float(self._uncertainty[i]),
+            "observations_effective": float(self._n_eff[i]),
+            "last_run_s": float(self._last_duration[i]),
+            "expected_wait_s": wait,
+            "expected_run_s": work / s_opt,
+            "network_cost_s": 0.0 if net is None else float(net[i]),
+            "predicted_completion_s": float(all_scores[i]),
+            "rank": int(np.sum(all_scores < all_scores[i])),  # 0 = the node choose() prefers
+        }
+
+
+def make_policy(name: str, seed: int = 0, **kwargs: Any) -> Any:
+    """A fresh policy by name (``POLICIES``); keyword arguments go to its constructor."""
+    classes: dict[str, Any] = {
+        "round_robin": RoundRobinPolicy,
+        "random": RandomPolicy,
+        "least_loaded": LeastLoadedPolicy,
+        "p2c": PowerOfTwoPolicy,
+        "weighted": WeightedScorePolicy,
+        "learned": PlacementModel,
+    }
+    if name not in classes:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    return classes[name](seed=seed, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # ``simulate`` lives in ``simulation`` (which imports this module); re-exported lazily.
+    if name == "simulate":
+        from .simulation import simulate
+
+        return simulate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
