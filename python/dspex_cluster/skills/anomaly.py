@@ -9,11 +9,12 @@ of the value against all of its own history, so daily/weekly cycles and steady n
 many times) are normal by construction, and a new level stops being rare once it has been seen for
 a while.
 
-Rows combine their features by the smallest p-value (Bonferroni-corrected for the number of
-features), which also names the feature to blame. Alerts are not repeated: a row is reported at
-full strength only if its p-value is clearly smaller (by ``repeat_factor``) than every p-value of
-the previous ``quiet_rows`` rows; otherwise it is damped. This rule needs no threshold, so it is the
-same for every threshold an operator may pick. The score is ``1 / (1 + p / p_scale)`` in [0, 1].
+Rows combine their features by the smallest p-value (times 1 + ln(features), a mild correction
+for looking at many correlated metrics), which also names the feature to blame. Alerts are not
+repeated: a row is reported at full strength only if its p-value is clearly smaller (by
+``repeat_factor``) than every p-value of the previous ``quiet_rows`` rows; otherwise it is damped.
+This rule needs no threshold, so it is the same for every threshold an operator may pick. The score
+is ``1 / (1 + p / p_scale)`` in [0, 1].
 
 Everything is causal (row t sees rows <= t only), deterministic, and vectorised over blocks of rows;
 ``update(row)`` runs the same code on a block of one row, so it equals ``score_series``.
@@ -43,6 +44,7 @@ class AnomalyDetector:
         *,
         feature_names: Sequence[str] | None = None,
         bandwidth: float = 0.5,
+        scales: Sequence[float] = (1.0,),
         halflife: float = 1000.0,
         history: int = 20_000,
         warmup: int = 30,
@@ -60,12 +62,16 @@ class AnomalyDetector:
         self.n_features = n_features
         self.feature_names = names or [f"f{i}" for i in range(n_features)]
         self.bandwidth = bandwidth
+        self.scales = tuple(float(k) for k in scales)
         self.warmup = warmup
         self.p_scale = p_scale
         self.quiet_rows = quiet_rows
         self.repeat_factor = repeat_factor
         self.damping = damping
         self.threshold = threshold
+        # Node metrics move together (CPU, load, latency), so n features are far fewer than n
+        # independent tests: a logarithmic correction instead of Bonferroni's factor n.
+        self._multiplicity = 1.0 + float(np.log(n_features))
         self._moments = [EwMoments(halflife) for _ in range(n_features)]
         self._windows = [SortedWindow(history) for _ in range(n_features)]
         self._last = np.zeros(n_features)  # last finite value per feature (fills NaN)
@@ -98,8 +104,8 @@ class AnomalyDetector:
         """Each feature's share of the evidence, largest first.
 
         Without ``row``: the last scored row. With ``row``: that row scored as the next one, on a
-        copy of the detector, leaving this one unchanged. A share is the feature's surprise,
-        -log10(p), divided by the row's total surprise.
+        copy of the detector, leaving this one unchanged. A share is the feature's surprise beyond
+        the ordinary, max(0, -log10(p) - 1) (p-values above 0.1 add nothing), over the row's total.
         """
         if row is None:
             feature_p = self._last_feature_p
@@ -107,7 +113,7 @@ class AnomalyDetector:
             probe = copy.deepcopy(self)
             probe.update(row)
             feature_p = probe._last_feature_p
-        surprise = -np.log10(np.clip(feature_p, 1e-300, 1.0))
+        surprise = np.maximum(0.0, -np.log10(np.clip(feature_p, 1e-300, 1.0)) - 1.0)
         total = float(surprise.sum())
         shares = surprise / total if total > 0 else np.zeros_like(surprise)
         order = np.argsort(-shares, kind="stable")
@@ -148,10 +154,15 @@ class AnomalyDetector:
         mean, std = self._moments[f].before(x)
         # A constant metric has std 0: a tiny band relative to its level keeps counts meaningful.
         band = self.bandwidth * (std + 1e-9 * np.abs(mean) + 1e-12)
-        seen = len(self._windows[f])
-        counts = self._windows[f].count_within(x, x - band, x + band)
-        n_before = np.minimum(seen + np.arange(x.size), self._windows[f].capacity)
-        return (counts + 1.0) / (n_before + 1.0)
+        win = self._windows[f]
+        n_before = np.minimum(len(win) + np.arange(x.size), win.capacity)
+        counts = win.count_within(x, [(x - k * band, x + k * band) for k in self.scales])
+        # Density at several band widths; the rarest reading wins (a value far beyond all history
+        # is rarer than one just past its edge).
+        p = np.ones(x.size)
+        for k, c in zip(self.scales, counts, strict=True):
+            p = np.minimum(p, (c + 1.0) / ((n_before + 1.0) * k))
+        return p
 
     def _score_block(self, block: NDArray[np.float64]) -> NDArray[np.float64]:
         b = block.shape[0]
@@ -160,7 +171,7 @@ class AnomalyDetector:
             feature_p[:, f] = self._feature_p(f, block[:, f])
         row_index = self._seen + np.arange(b)
         feature_p[row_index < self.warmup] = 1.0
-        p = np.minimum(1.0, feature_p.min(axis=1) * self.n_features)
+        p = np.minimum(1.0, feature_p.min(axis=1) * self._multiplicity)
         p_eff = self._damp_repeats(p)
         scores = 1.0 / (1.0 + p_eff / self.p_scale)
         scores[row_index < self.warmup] = 0.0

@@ -34,28 +34,33 @@ class SortedWindow:
         return int(self.fifo.size)
 
     def count_within(
-        self, values: NDArray[np.float64], lo: NDArray[np.float64], hi: NDArray[np.float64]
-    ) -> NDArray[np.int64]:
-        """Counts for a block of new ``values`` (<= CHUNK rows); then the block joins the window."""
+        self,
+        values: NDArray[np.float64],
+        bands: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+    ) -> list[NDArray[np.int64]]:
+        """Counts for a block of new ``values`` (<= CHUNK rows), one array per (lo, hi) band pair;
+        then the block joins the window."""
         b = values.size
         if b > CHUNK:
             raise ValueError("blocks are at most CHUNK rows")
         srt = self.sorted
-        counts = np.searchsorted(srt, hi, "right") - np.searchsorted(srt, lo, "left")
         # Rows of the old window that fall out before row i of the block: the oldest (m + i - W).
         m = self.fifo.size
         evict = np.maximum(0, m + np.arange(b) - self.capacity)
-        if evict[-1] > 0:
-            old = self.fifo[: evict[-1]]
-            inside = (old[None, :] >= lo[:, None]) & (old[None, :] <= hi[:, None])
-            inside &= np.arange(old.size)[None, :] < evict[:, None]
-            counts -= inside.sum(axis=1)
-        # Earlier rows of the same block.
-        if b > 1:
-            inside = (values[None, :] >= lo[:, None]) & (values[None, :] <= hi[:, None])
-            counts += np.tril(inside, -1).sum(axis=1)
+        old = self.fifo[: evict[-1]]
+        old_mask = np.arange(old.size)[None, :] < evict[:, None]
+        out = []
+        for lo, hi in bands:
+            counts = np.searchsorted(srt, hi, "right") - np.searchsorted(srt, lo, "left")
+            if old.size:
+                inside = (old[None, :] >= lo[:, None]) & (old[None, :] <= hi[:, None])
+                counts -= (inside & old_mask).sum(axis=1)
+            if b > 1:  # earlier rows of the same block
+                inside = (values[None, :] >= lo[:, None]) & (values[None, :] <= hi[:, None])
+                counts += np.tril(inside, -1).sum(axis=1)
+            out.append(counts.astype(np.int64))
         self._push(values)
-        return counts.astype(np.int64)
+        return out
 
     def _push(self, values: NDArray[np.float64]) -> None:
         fifo = np.concatenate((self.fifo, values))

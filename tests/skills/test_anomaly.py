@@ -1,0 +1,107 @@
+"""AnomalyDetector's contract: causal, in [0, 1], deterministic, streaming == batch, explainable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dspex_cluster.skills.anomaly import AnomalyDetector
+
+
+def noisy_daily(rows: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    return 50 + 10 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 1.0, rows)
+
+
+def test_scores_in_unit_range_and_deterministic() -> None:
+    x = noisy_daily(3000)
+    x[2000] = 200.0
+    a = AnomalyDetector().score_series(x)
+    b = AnomalyDetector().score_series(x)
+    assert a.shape == (3000,)
+    assert np.all((a >= 0.0) & (a <= 1.0))
+    assert np.array_equal(a, b)
+
+
+def test_causal_future_rows_do_not_change_past_scores() -> None:
+    x = noisy_daily(1500, seed=1)
+    y = x.copy()
+    y[1000:] = np.random.default_rng(9).normal(500, 50, 500)  # a wildly different future
+    sx = AnomalyDetector().score_series(x)
+    sy = AnomalyDetector().score_series(y)
+    assert np.array_equal(sx[:1000], sy[:1000])
+    assert not np.array_equal(sx[1000:], sy[1000:])
+
+
+def test_update_equals_score_series_and_block_splits() -> None:
+    x = noisy_daily(700, seed=2)
+    x[500:520] += 30.0
+    batch = AnomalyDetector(history=400).score_series(x)  # small history: exercises eviction
+    streaming = AnomalyDetector(history=400)
+    one_by_one = np.array([streaming.update(v) for v in x])
+    np.testing.assert_allclose(one_by_one, batch, rtol=0, atol=1e-12)
+    blocks = AnomalyDetector(history=400)
+    parts = [blocks.score_series(x[a:b]) for a, b in [(0, 3), (3, 300), (300, 301), (301, 700)]]
+    np.testing.assert_allclose(np.concatenate(parts), batch, rtol=0, atol=1e-12)
+
+
+def test_detects_an_injected_spike_and_level_shift() -> None:
+    x = noisy_daily(4000, seed=3)
+    x[2500] += 40.0  # a spike far outside the daily range
+    x[3300:] += 35.0  # a level shift to a range never seen
+    det = AnomalyDetector()
+    s = det.score_series(x)
+    assert s[2500] >= det.threshold
+    assert s[3300:3310].max() >= det.threshold
+    normal = np.r_[1000:2490, 2600:3290]
+    assert (s[normal] >= det.threshold).mean() < 0.002  # the daily cycle and noise stay quiet
+
+
+def test_repeated_alerts_are_damped() -> None:
+    x = noisy_daily(3000, seed=4)
+    x[2000:2100] = 150.0 + np.random.default_rng(5).normal(0, 5, 100)  # a long new plateau
+    det = AnomalyDetector()
+    s = det.score_series(x)
+    assert s[2000:2010].max() >= det.threshold
+    assert (s[2000:2100] >= det.threshold).sum() <= 5
+
+
+def test_multivariate_explain_names_the_driving_feature() -> None:
+    rng = np.random.default_rng(6)
+    names = [f"m{i}" for i in range(8)]
+    X = rng.normal(0, 1, (4000, 8)) + np.arange(8) * 10
+    X[3800, 5] += 12.0  # only feature m5 misbehaves
+    det = AnomalyDetector(n_features=8, feature_names=names)
+    s = det.score_series(X[:3801])
+    assert s[-1] >= det.threshold
+    shares = det.explain()
+    assert next(iter(shares)) == "m5"
+    assert shares["m5"] > 0.5
+    # explain(row) probes a hypothetical next row without moving the detector.
+    row = X[3801].copy()
+    row[2] += 15.0
+    before = det._seen
+    assert next(iter(det.explain(row))) == "m2"
+    assert det._seen == before
+
+
+def test_fit_warms_up_on_normal_history() -> None:
+    x = noisy_daily(3000, seed=7)
+    cold = AnomalyDetector().score_series(x[2000:2100])
+    warm = AnomalyDetector().fit(x[:2000]).score_series(x[2000:2100])
+    assert cold[:30].max() == 0.0  # the cold detector is still in its warm-up rows
+    assert (warm >= AnomalyDetector().threshold).sum() == 0
+    x_spike = x[2000:2100].copy()
+    x_spike[50] += 40.0
+    assert AnomalyDetector().fit(x[:2000]).score_series(x_spike)[50] >= 0.6
+
+
+def test_missing_values_and_bad_shapes() -> None:
+    det = AnomalyDetector(n_features=2)
+    s = det.score_series(np.array([[1.0, 2.0], [np.nan, 2.1], [1.1, np.inf]] * 20))
+    assert np.all(np.isfinite(s))
+    with pytest.raises(ValueError):
+        det.score_series(np.zeros((5, 3)))
+    with pytest.raises(ValueError):
+        AnomalyDetector(n_features=0)
