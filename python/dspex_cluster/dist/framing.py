@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from dspex_cluster.etf import ETFError, decode_from, encode
+from dspex_cluster.etf import NO_MESSAGE, ETFError, decode_from, encode
 
 PASS_THROUGH = 112
 TICK_FRAME = b"\x00\x00\x00\x00"
@@ -21,28 +21,25 @@ class FrameError(Exception):
     """The peer sent a frame we refuse; the connection must close."""
 
 
-class _NoMessage:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NO_MESSAGE"
-
-
-NO_MESSAGE: Any = _NoMessage()
-
-
 class FrameReader:
-    """Accumulates bytes; `feed` returns (frames, ticks) for all complete frames."""
+    """Accumulates bytes; `feed` returns (frames, ticks) for all complete frames.
+
+    A bad frame stops parsing: the frames before it are returned and `error` says what was wrong
+    (the connection must then close; nothing after the bad frame can be trusted).
+    """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buf = bytearray()
+        self.error: str | None = None
 
     @property
     def buffered(self) -> int:
         return len(self._buf)
 
     def feed(self, data: bytes) -> tuple[list[tuple[Any, Any]], int]:
+        if self.error is not None:
+            return [], 0
         buf = self._buf
         buf += data
         frames: list[tuple[Any, Any]] = []
@@ -67,6 +64,10 @@ class FrameReader:
                     raise FrameError(f"unsupported frame type {buf[pos + 4]} (no atom cache)")
                 frames.append(_decode_frame(buf, pos + 5, stop))
                 pos = stop
+        except FrameError as err:
+            self.error = str(err)
+            buf.clear()
+            pos = 0
         finally:
             if pos:
                 del buf[:pos]

@@ -1,8 +1,8 @@
 """The distribution handshake as two state machines fed bytes (no I/O).
 
-Usage (either side): feed received bytes with `receive_data`, send what `data_to_send` returns, act on
-the returned events. The acceptor pauses after `PeerNamed` until the owner calls `send_status` (the
-owner knows about simultaneous connects and existing connections; the machine does not).
+Usage (either side): feed received bytes with `receive_data`, send what `data_to_send` returns,
+act on the returned events. The acceptor pauses after `PeerNamed` until the owner calls
+`send_status` (the owner knows about simultaneous connects and existing connections).
 Messages are framed with a 2-byte length until the handshake is done.
 """
 
@@ -182,7 +182,7 @@ class InitiatorHandshake(_Machine):
             if tag != b"a" or len(msg) != 17:
                 raise self._fail(f"expected challenge ack, got tag {tag!r}")
             if not hmac.compare_digest(msg[1:], gen_digest(self.my_challenge, self._cookie)):
-                raise self._fail(f"{self.peer_name} answered our challenge wrongly (cookie mismatch)")
+                raise self._fail(f"{self.peer_name} failed our challenge (cookie mismatch)")
             return self._established()
         raise self._fail(f"unexpected message in state {self.state.name}")
 

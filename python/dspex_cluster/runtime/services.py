@@ -1,0 +1,122 @@
+"""The registered processes a BEAM node expects to find on a peer: a group leader for remote
+io, `net_kernel` (net_adm:ping), `rex` (old rpc and the feature probe), and, for visible nodes,
+`global_name_server`."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+from dspex_cluster.etf import Atom
+from dspex_cluster.runtime.atoms import GEN_CALL, UNDEF
+from dspex_cluster.runtime.genserver import Caller, reply
+from dspex_cluster.runtime.process import Endpoint, exception_reason, exception_stack
+
+if TYPE_CHECKING:
+    from dspex_cluster.runtime.node import Node
+
+log = logging.getLogger("dspex_cluster.runtime.services")
+io_log = logging.getLogger("dspex_cluster.remote_io")
+
+
+def _as_call(message: Any) -> tuple[Caller, Any] | None:
+    """({Pid, Tag}, Request) when `message` is a gen_server call."""
+    if (
+        type(message) is tuple
+        and len(message) == 3
+        and message[0] == GEN_CALL
+        and type(message[1]) is tuple
+        and len(message[1]) == 2
+    ):
+        return Caller(message[1][0], message[1][1]), message[2]
+    return None
+
+
+class SystemProcess(Endpoint):
+    """The node's own pid: the sender of node.send, the group leader of our remote spawns.
+    As an io server it logs output and answers every request so remote io never hangs."""
+
+    def _deliver(self, message: Any) -> None:
+        if type(message) is tuple and len(message) == 4 and message[0] == "io_request":
+            _, sender, reply_as, request = message
+            if type(request) is tuple and request and request[0] == "put_chars":
+                chars = request[-1]
+                if isinstance(chars, bytes):
+                    io_log.info("%s", chars.decode("utf-8", "replace").rstrip("\n"))
+                elif isinstance(chars, list) and all(isinstance(c, int) for c in chars):
+                    io_log.info("%s", "".join(map(chr, chars)).rstrip("\n"))
+                answer: Any = Atom("ok")
+            else:
+                answer = (Atom("error"), Atom("enotsup"))
+            self.node.send(sender, (Atom("io_reply"), reply_as, answer), sender=self.pid)
+
+
+class NetKernel(Endpoint):
+    """Answers net_adm:ping ({is_auth, Node} -> yes)."""
+
+    def _deliver(self, message: Any) -> None:
+        call = _as_call(message)
+        if call is None:
+            return
+        caller, request = call
+        if type(request) is tuple and request and request[0] == "is_auth":
+            reply(self.node, self.pid, caller, Atom("yes"))
+        else:
+            reply(self.node, self.pid, caller, Atom("ignored"))
+
+
+class Rex(Endpoint):
+    """The `rex` server: rpc:block_call / old rpc:call ({call|block_call, M, F, A, GL}) into
+    exposed modules, and the `features_request` probe a visible BEAM sends on connect."""
+
+    def _deliver(self, message: Any) -> None:
+        if type(message) is tuple and len(message) == 2 and message[1] == "features_request":
+            self.node.send(
+                message[0], (Atom("features_reply"), self.node.name, [Atom("erpc")]), self.pid
+            )
+            return
+        call = _as_call(message)
+        if call is None:
+            return
+        caller, request = call
+        if not (type(request) is tuple and len(request) >= 4 and isinstance(request[3], list)):
+            reply(self.node, self.pid, caller, (Atom("badrpc"), Atom("badarg")))
+            return
+        _kind, module, fun, args = request[:4]
+        fn = self.node.exposed_function(module, fun) if isinstance(module, str) else None
+        if fn is None:
+            undef = (Atom("EXIT"), (UNDEF, [(module, fun, len(args), [])]))
+            reply(self.node, self.pid, caller, (Atom("badrpc"), undef))
+            return
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            reply(self.node, self.pid, caller, _badrpc(exc))
+            return
+        if inspect.isawaitable(result):
+            self.node._spawn_task(self._finish(caller, result), "rex call")
+        else:
+            reply(self.node, self.pid, caller, result)
+
+    async def _finish(self, caller: Caller, awaitable: Any) -> None:
+        try:
+            value = await awaitable
+        except Exception as exc:
+            value = _badrpc(exc)
+        reply(self.node, self.pid, caller, value)
+
+
+def _badrpc(exc: Exception) -> tuple:
+    return (Atom("badrpc"), (Atom("EXIT"), (exception_reason(exc), exception_stack(exc))))
+
+
+def install_services(node: Node) -> None:
+    system = SystemProcess()
+    node.system_pid = node._attach_endpoint(system)
+    for name, service in (("net_kernel", NetKernel()), ("rex", Rex())):
+        node.register(name, node._attach_endpoint(service))
+    if not node.hidden:
+        from dspex_cluster.runtime.global_server import GlobalNameServer
+
+        node.register("global_name_server", node._attach_endpoint(GlobalNameServer()))
