@@ -402,9 +402,23 @@ defmodule DSPEx.Clustering.NodeDiscovery do
   defp nodeup(n, info, state) do
     kind = Keyword.get(info, :node_type, :visible)
 
-    if Map.has_key?(state.members, n) or Map.has_key?(state.validating, n),
-      do: state,
-      else: validate(n, kind, state)
+    cond do
+      Map.has_key?(state.members, n) or Map.has_key?(state.validating, n) ->
+        state
+
+      # a node refused a moment ago is cut off again at once, without a new handshake
+      refused?(n, state) ->
+        Logger.debug("discovery: #{n} reconnected while refused; disconnecting")
+        Node.disconnect(n)
+        state
+
+      true ->
+        validate(n, kind, state)
+    end
+  end
+
+  defp refused?(n, state) do
+    match?(%{reason: {:rejected, _}}, state.backoff[n]) and backing_off?(n, state)
   end
 
   defp validate(n, kind, state) do
@@ -429,26 +443,25 @@ defmodule DSPEx.Clustering.NodeDiscovery do
 
   defp hello_result(n, kind, result, state) do
     state = %{state | validating: Map.delete(state.validating, n)}
+    connected? = n in Node.list(:connected)
 
-    cond do
-      n not in Node.list(:connected) ->
+    case verdict(result, state) do
+      # a refusal stands even if the node left meanwhile: it must not be retried at once
+      {:reject, reason} ->
+        {:ok, [], reject(n, reason, state)}
+
+      _ when not connected? ->
         {:ok, [], state}
 
-      true ->
-        case verdict(result, state) do
-          {:accept, info} ->
-            state = join(n, kind, :member, info, state)
-            {:ok, [announce(state)], state}
+      {:accept, info} ->
+        state = join(n, kind, :member, info, state)
+        {:ok, [announce(state)], state}
 
-          :unmanaged when state.unmanaged == :accept ->
-            {:ok, [], join(n, kind, :unmanaged, %{}, state)}
+      :unmanaged when state.unmanaged == :accept ->
+        {:ok, [], join(n, kind, :unmanaged, %{}, state)}
 
-          :unmanaged ->
-            {:ok, [], reject(n, {:no_discovery_agent, short_reason(result)}, state)}
-
-          {:reject, reason} ->
-            {:ok, [], reject(n, reason, state)}
-        end
+      :unmanaged ->
+        {:ok, [], reject(n, {:no_discovery_agent, short_reason(result)}, state)}
     end
   end
 
