@@ -17,7 +17,7 @@ defmodule DSPEx.Clustering.MixProject do
 
   def application do
     [
-      extra_applications: [:logger, :crypto, :os_mon, :inets],
+      extra_applications: [:logger, :crypto, :os_mon, :inets, :runtime_tools],
       mod: {DSPEx.Clustering.Application, []}
     ]
   end

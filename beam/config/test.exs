@@ -5,3 +5,5 @@ config :dspex_cluster,
   discovery: [],
   health_interval_ms: 500,
   load_interval_ms: 300
+
+config :logger, level: :info

@@ -10,7 +10,7 @@ defmodule DSPEx.Clustering do
       {:ok, node} = DSPEx.Clustering.place({MyAgent, []}, min_memory_mb: 512, kinds: [:beam])
   """
 
-  alias DSPEx.Clustering.{Membership, Signal, SignalBus}
+  alias DSPEx.Clustering.{LoadBalancer, Membership, Signal, SignalBus}
 
   @doc """
   Every member this node knows, itself included: maps with `node`, `kind` (`:beam | :python`),
@@ -32,4 +32,14 @@ defmodule DSPEx.Clustering do
   @doc "Publishes a signal; returns how many subscribers it was sent to."
   @spec publish(Signal.t()) :: {:ok, non_neg_integer()} | {:error, Signal.error()}
   def publish(signal), do: SignalBus.publish(signal)
+
+  @doc """
+  Chooses a node for `agent_spec`: `{:ok, node}` or `{:error, :no_suitable_nodes}`.
+  Constraints filter first — `min_memory_mb`, `capabilities` (all required), `exclude_nodes`,
+  `nodes`, `kinds`, `max_cpu`, `max_agents` — then a weighted score of CPU, memory, agent
+  count, network latency and `prefer_capabilities` decides (see `PlacementScore`);
+  configured advisors are asked first within `placement_budget_ms` (see `LoadBalancer`).
+  """
+  @spec place(term(), keyword() | map()) :: {:ok, node()} | {:error, :no_suitable_nodes}
+  def place(agent_spec, constraints \\ []), do: LoadBalancer.place(agent_spec, constraints)
 end

@@ -36,10 +36,14 @@ defmodule DSPEx.Clustering.FailureDetectionTest do
   test "a SIGSTOPped node is suspected long before net_ticktime, and up again after SIGCONT",
        %{a: a, b: b} do
     bn = Atom.to_string(b.node)
+    mine = "dspex://#{node()}/membership"
     :ok = PeerNode.signal(b.os_pid, "STOP")
     stopped_at = System.monotonic_time(:millisecond)
 
-    assert_receive {:signal, %{type: "cluster.node.suspect", subject: ^bn, data: data}}, 5_000
+    assert_receive {:signal,
+                    %{type: "cluster.node.suspect", subject: ^bn, source: ^mine, data: data}},
+                   5_000
+
     assert data.phi >= 8.0 and data.kind == :beam
     # Far below net_ticktime (60 s default): the bound is loose, the bench measures.
     assert System.monotonic_time(:millisecond) - stopped_at < 5_000
@@ -48,7 +52,13 @@ defmodule DSPEx.Clustering.FailureDetectionTest do
 
     :ok = PeerNode.signal(b.os_pid, "CONT")
 
-    assert_receive {:signal, %{type: "cluster.node.up", subject: ^bn, data: %{recovered: true}}},
+    assert_receive {:signal,
+                    %{
+                      type: "cluster.node.up",
+                      subject: ^bn,
+                      source: ^mine,
+                      data: %{recovered: true}
+                    }},
                    5_000
 
     assert status(node(), b.node) == :up
@@ -57,8 +67,13 @@ defmodule DSPEx.Clustering.FailureDetectionTest do
 
   test "a kill -9'd node is seen as down", %{a: a, b: b} do
     bn = Atom.to_string(b.node)
+    mine = "dspex://#{node()}/membership"
     :ok = PeerNode.signal(b.os_pid, "KILL")
-    assert_receive {:signal, %{type: "cluster.node.down", subject: ^bn, data: data}}, 5_000
+
+    assert_receive {:signal,
+                    %{type: "cluster.node.down", subject: ^bn, source: ^mine, data: data}},
+                   5_000
+
     # connection_closed, or disconnect when global (prevent_overlapping_partitions) was faster
     assert data.reason in [:connection_closed, :disconnect]
     assert status(node(), b.node) == :down

@@ -6,7 +6,7 @@ defmodule DSPEx.Clustering.SignalBusClusterTest do
   alias DSPEx.Test.{Forwarder, PeerNode}
 
   setup_all do
-    peers = [PeerNode.start("bus_a"), PeerNode.start("bus_b")]
+    peers = [PeerNode.start("bus_a", capabilities: [:gpu]), PeerNode.start("bus_b")]
     on_exit(fn -> Enum.each(peers, &PeerNode.stop/1) end)
     [a, b] = Enum.map(peers, & &1.node)
     true = :erpc.call(a, Node, :connect, [b])
@@ -48,6 +48,23 @@ defmodule DSPEx.Clustering.SignalBusClusterTest do
     assert_receive {:forwarded, ^b, %{id: ^local_id}}, 2_000
     refute_receive {:forwarded, _, %{id: ^local_id}}, 300
     refute_receive {:relayed, _}, 10
+  end
+
+  test "place/2 scores remote nodes from their load reports", %{a: a, b: b} do
+    PeerNode.eventually(fn ->
+      with_load =
+        for c <- DSPEx.Clustering.LoadBalancer.candidates(), Map.has_key?(c, :cpu), do: c.node
+
+      a in with_load and b in with_load
+    end)
+
+    assert {:ok, ^a} = DSPEx.Clustering.place({SomeAgent, []}, capabilities: [:gpu])
+    assert {:ok, ^b} = DSPEx.Clustering.place({SomeAgent, []}, nodes: [a, b], exclude_nodes: [a])
+    assert {:ok, n} = DSPEx.Clustering.place({SomeAgent, []}, [])
+    assert n in [node(), a, b]
+    # the same decision is reachable from another node
+    assert {:ok, ^a} =
+             :erpc.call(b, DSPEx.Clustering, :place, [{SomeAgent, []}, [capabilities: [:gpu]]])
   end
 
   defp relay_loop(target) do

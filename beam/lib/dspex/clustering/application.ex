@@ -17,7 +17,10 @@ defmodule DSPEx.Clustering.Application do
         {Registry, keys: :unique, name: DSPEx.Clustering.AgentRegistry},
         %{id: :pg, start: {:pg, :start_link, [Names.signal_bus()]}},
         DSPEx.Clustering.SignalBus.Relay,
-        DSPEx.Clustering.Membership
+        DSPEx.Clustering.Membership,
+        DSPEx.Clustering.HealthSensor,
+        DSPEx.Clustering.LoadReporter,
+        DSPEx.Clustering.LoadBalancer
       ] ++ optional_children()
 
     Supervisor.start_link(children, strategy: :one_for_one, name: DSPEx.Clustering.Supervisor)
