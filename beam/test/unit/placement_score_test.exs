@@ -54,11 +54,11 @@ defmodule DSPEx.Clustering.PlacementScoreTest do
     assert {:error, :no_suitable_nodes} = Score.choose([], [], @weights)
   end
 
-  test "unknown load scores neutral and fails memory constraints" do
+  test "unknown load ranks low and fails memory constraints" do
     unknown = %{node: :p@h, kind: :python, status: :up}
     assert [{:p@h, score, parts}] = Score.rank([unknown], [], @weights)
-    assert parts.cpu == 0.5 and parts.network == 0.5
-    assert_in_delta score, (0.30 + 0.25 + 0.20 + 0.15) * 0.5 + 0.10, 1.0e-9
+    assert parts.cpu == 0.0 and parts.agents == 0.0 and parts.network == 0.5
+    assert_in_delta score, 0.15 * 0.5 + 0.10, 1.0e-9
     assert {:error, :no_suitable_nodes} = Score.choose([unknown], [min_memory_mb: 1], @weights)
   end
 

@@ -10,7 +10,7 @@ defmodule DSPEx.Clustering.Application do
 
   @impl true
   def start(_type, _args) do
-    apply_cookie_file(Config.get(:cookie_file))
+    apply_cookie(System.get_env("DSPEX_COOKIE"), Config.get(:cookie_file))
 
     children =
       [
@@ -31,19 +31,26 @@ defmodule DSPEx.Clustering.Application do
     |> Enum.filter(&Code.ensure_loaded?/1)
   end
 
-  # The cookie is the only credential: read it from a file, never log it.
-  defp apply_cookie_file(nil), do: :ok
+  # The cookie is the only credential: it comes from the environment (DSPEX_COOKIE, removed
+  # once read) or a file, never from argv, and is never logged.
+  defp apply_cookie(nil, nil), do: :ok
 
-  defp apply_cookie_file(path) do
+  defp apply_cookie(nil, path) do
     case File.read(path) do
-      {:ok, text} when node() != :nonode@nohost ->
-        :erlang.set_cookie(node(), text |> String.trim() |> String.to_atom())
-
-      {:ok, _} ->
-        :ok
+      {:ok, text} ->
+        set_cookie(String.trim(text))
 
       {:error, reason} ->
         Logger.error("dspex_cluster: cannot read cookie file #{path}: #{inspect(reason)}")
     end
   end
+
+  defp apply_cookie(cookie, _path) do
+    System.delete_env("DSPEX_COOKIE")
+    set_cookie(cookie)
+  end
+
+  defp set_cookie(""), do: Logger.error("dspex_cluster: empty cookie ignored")
+  defp set_cookie(_cookie) when node() == :nonode@nohost, do: :ok
+  defp set_cookie(cookie), do: :erlang.set_cookie(node(), String.to_atom(cookie))
 end

@@ -10,9 +10,11 @@ defmodule DSPEx.Clustering.PlacementScore do
   `:nodes` (allow-list), `:kinds` (e.g. `[:beam]`), `:min_memory_mb` (free memory; unknown
   fails), `:capabilities` (all required), `:max_cpu`, `:max_agents`.
 
-  **Then a weighted score** in 0..1, each part in 0..1 (unknown values score 0.5):
+  **Then a weighted score** in 0..1, each part in 0..1:
   `cpu` = 1 − cpu, `memory` = 1 − memory, `agents` = 1 − agents / max agents among the
-  candidates, `network` = 1 / (1 + rtt_ms / 10), `capability` = share of the
+  candidates (each 0.0 when the node sent no load report: a node we know nothing about ranks
+  below one we know is busy), `network` = 1 / (1 + rtt_ms / 10) (0.5 when unknown),
+  `capability` = share of the
   `:prefer_capabilities` the node has (1.0 when none are asked for). The score is
   Σ wᵢ·partᵢ / Σ wᵢ with `weights` (`Config` key `:placement_weights`); ties go to the
   lower node name, so the decision is deterministic.
@@ -79,10 +81,10 @@ defmodule DSPEx.Clustering.PlacementScore do
     end
   end
 
-  defp inverse(nil), do: 0.5
+  defp inverse(nil), do: 0.0
   defp inverse(share), do: clamp(1 - share)
 
-  defp agents_part(nil, _), do: 0.5
+  defp agents_part(nil, _), do: 0.0
   defp agents_part(_agents, 0), do: 1.0
   defp agents_part(agents, max), do: clamp(1 - agents / max)
 
