@@ -8,6 +8,7 @@ else it prints (logger reports) is kept in `ErlNode.output` so tests can assert 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import os
@@ -192,3 +193,8 @@ class ErlNode:
             except (subprocess.TimeoutExpired, OSError):
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+
+async def beval(beam: ErlNode, expr: str, timeout: float = 30) -> Any:
+    """Evaluate Erlang on a BEAM node without blocking our event loop."""
+    return await asyncio.to_thread(beam.eval, expr, timeout)
