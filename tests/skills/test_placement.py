@@ -1,0 +1,162 @@
+"""PlacementModel and the baseline policies: constraints, learning, exploration, the API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dspex_cluster.skills import placement
+from dspex_cluster.skills.placement import (
+    BACKLOG,
+    CAPABILITY,
+    CAPACITY,
+    MEMORY,
+    NETWORK,
+    NODE_FEATURES,
+    POLICIES,
+    QUEUE,
+    PlacementModel,
+    WeightedScorePolicy,
+    make_policy,
+)
+
+
+def features(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    f = np.zeros((n, len(NODE_FEATURES)))
+    f[:, CAPACITY] = 4.0
+    f[:, CAPABILITY] = 1.0
+    f[:, QUEUE] = rng.integers(0, 3, n)
+    f[:, MEMORY] = rng.random(n) * 0.5
+    return f
+
+
+def test_simulate_is_exported_from_placement() -> None:
+    from dspex_cluster.skills.placement import simulate
+    from dspex_cluster.skills.simulation import simulate as sim
+
+    assert simulate is sim
+    with pytest.raises(AttributeError):
+        placement.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_every_policy_respects_the_feasible_mask(name: str) -> None:
+    policy = make_policy(name, seed=1)
+    f = features(50)
+    mask = np.zeros(50, dtype=bool)
+    mask[[7, 23, 41]] = True
+    for _ in range(30):
+        assert policy.choose(f, {"work": 1.0}, mask) in (7, 23, 41)
+    assert policy.choose(f, {"work": 1.0}, np.zeros(50, dtype=bool)) == -1
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_every_policy_respects_task_constraints(name: str) -> None:
+    policy = make_policy(name, seed=2)
+    f = features(20)
+    f[:, CAPABILITY] = 0.0
+    f[[3, 9], CAPABILITY] = 1.0
+    f[3, CAPACITY] = 2.0  # too small for the task below
+    f[:, NETWORK] = 0.1
+    for _ in range(20):
+        i = policy.choose(
+            f, {"work": 1.0, "min_capability": 1.0, "min_capacity": 4.0, "max_network": 0.5}
+        )
+        assert i == 9
+    f[:, MEMORY] = 0.9
+    assert policy.choose(f, {"memory": 0.5}) == -1
+
+
+def test_learned_model_learns_a_slow_node_and_avoids_it() -> None:
+    n = 10
+    model = PlacementModel(n, seed=0)
+    true_speed = np.ones(n)
+    true_speed[4] = 1.0 / 3.0
+    f = features(n)
+    f[:, QUEUE] = 0.0  # idle cluster: the choice is about speed only
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        i = model.choose(f, {"work": 1.0})
+        work = float(rng.exponential(1.0))
+        model.observe(i, {"work": work}, work / true_speed[i])
+    assert model.speed[4] == pytest.approx(1.0 / 3.0, rel=0.05)
+    assert np.delete(model.speed, 4) == pytest.approx(1.0, rel=0.05)
+    picks = [model.choose(f, {"work": 1.0}) for _ in range(50)]
+    assert 4 not in picks
+    why = model.explain(4, f, {"work": 1.0})
+    assert why["speed_estimate"] == pytest.approx(1.0 / 3.0, rel=0.05)
+    assert why["rank"] == n - 1  # the slow node ranks last
+
+
+def test_learned_model_tracks_a_slowdown_and_a_recovery() -> None:
+    model = PlacementModel(2, seed=0)
+    for _ in range(20):
+        model.observe(0, {"work": 2.0}, 2.0)
+    for _ in range(8):
+        model.observe(0, {"work": 2.0}, 6.0)  # slowed 3x
+    assert model.speed[0] == pytest.approx(1.0 / 3.0, rel=0.1)
+    for _ in range(8):
+        model.observe(0, {"work": 2.0}, 2.0)  # recovered
+    assert model.speed[0] == pytest.approx(1.0, rel=0.1)
+
+
+def test_exploration_tries_unobserved_nodes() -> None:
+    n = 6
+    model = PlacementModel(n, seed=0)
+    f = features(n)
+    f[:, QUEUE] = 0.0
+    tried = set()
+    for _ in range(n):
+        i = model.choose(f, {"work": 1.0})
+        tried.add(i)
+        model.observe(i, {"work": 1.0}, 1.0)  # every node as fast as the prior
+    assert tried == set(range(n))  # optimism: each unknown node looks better than a known one
+
+
+def test_predicted_completion_uses_backlog_and_speed() -> None:
+    model = PlacementModel(2, seed=0, optimism=0.0)
+    for _ in range(5):
+        model.observe(0, {"work": 1.0}, 0.5)  # node 0: speed 2
+        model.observe(1, {"work": 1.0}, 1.0)  # node 1: speed 1
+    f = np.zeros((2, len(NODE_FEATURES)))
+    f[:, CAPACITY] = 1.0
+    f[:, CAPABILITY] = 1.0
+    f[0, QUEUE] = 1.0
+    f[0, BACKLOG] = 10.0  # node 0 busy with 10 s of work at speed 2 -> waits 5 s
+    s = model.scores(f, {"work": 2.0})
+    assert s[0] == pytest.approx(5.0 + 1.0, rel=0.01)
+    assert s[1] == pytest.approx(2.0, rel=0.01)
+    assert model.choose(f, {"work": 2.0}) == 1
+    f[0, BACKLOG] = 0.5
+    assert model.choose(f, {"work": 2.0}) == 0  # short wait on the fast node wins
+
+
+def test_network_cost_counts_in_the_score() -> None:
+    model = PlacementModel(2, seed=0, optimism=0.0)
+    f = features(2)
+    f[:, QUEUE] = 0.0
+    f[0, NETWORK] = 1.0
+    assert model.choose(f, {"work": 1.0, "network_cost_s": 5.0}) == 1
+
+
+def test_weighted_baseline_prefers_headroom() -> None:
+    f = features(3)
+    f[:, QUEUE] = [4.0, 0.0, 4.0]
+    f[:, 0] = [1.0, 0.0, 1.0]  # load
+    f[:, MEMORY] = 0.2
+    assert WeightedScorePolicy(seed=0).choose(f) == 1
+
+
+def test_choose_is_deterministic_with_a_seed() -> None:
+    f = features(100)
+    for name in POLICIES:
+        a, b = make_policy(name, seed=4), make_policy(name, seed=4)
+        assert [a.choose(f, {"work": 1.0}) for _ in range(20)] == [
+            b.choose(f, {"work": 1.0}) for _ in range(20)
+        ]
+
+
+def test_unknown_policy() -> None:
+    with pytest.raises(ValueError):
+        make_policy("best_effort")
