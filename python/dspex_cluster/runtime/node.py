@@ -214,6 +214,7 @@ class Node:
             started = self.loop.create_future()
             proc._started = started  # type: ignore[attr-defined]
         proc._task = self.loop.create_task(self._run_process(proc), name=repr(pid))
+        proc._task.add_done_callback(lambda task: self._process_task_done(proc, task))
         if started is not None:
             await asyncio.wait({started, proc._task}, return_when=asyncio.FIRST_COMPLETED)
             if not started.done():
@@ -239,6 +240,13 @@ class Node:
             log.error("process %r (%s) crashed", proc.pid, type(proc).__name__, exc_info=exc)
         proc._exit_reason = reason  # type: ignore[attr-defined]
         self._terminate(proc, reason)
+
+    def _process_task_done(self, proc: Process, task: asyncio.Task[None]) -> None:
+        """A task cancelled before it ever ran never reached _run_process's handlers."""
+        if proc._alive:
+            reason = proc._kill_reason if proc._kill_reason is not None else SHUTDOWN
+            proc._exit_reason = reason  # type: ignore[attr-defined]
+            self._terminate(proc, reason)
 
     def _terminate(self, ep: Endpoint, reason: Any) -> None:
         """An endpoint is gone: notify its links and monitors, drop it from every table."""
