@@ -53,7 +53,7 @@ PUBLISHED = [
 ]
 FOLDS = ("realKnownCause", "realAWSCloudwatch")
 # The nested CV's grid: settings picked on the training folder only.
-GRID = {"bandwidth": (0.3, 0.5, 0.8), "quiet_rows": (0, 200)}
+GRID = {"bandwidth": (0.3, 0.5, 0.8), "quiet_rows": (100, 200), "level_rows": (24, 48, 96)}
 
 OTP_RELEASE_EXPR = 'io:format("~s",[erlang:system_info(otp_release)]),halt().'
 Scorer = Callable[[NDArray[np.float64]], NDArray[np.float64]]

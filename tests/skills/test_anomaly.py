@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dspex_cluster.skills.anomaly import AnomalyDetector
+from dspex_cluster.skills.anomaly_season import detect_period
 
 
 def noisy_daily(rows: int, seed: int = 0) -> np.ndarray:
@@ -94,7 +95,8 @@ def test_fit_warms_up_on_normal_history() -> None:
     assert (warm >= AnomalyDetector().threshold).sum() == 0
     x_spike = x[2000:2100].copy()
     x_spike[50] += 40.0
-    assert AnomalyDetector().fit(x[:2000]).score_series(x_spike)[50] >= 0.6
+    det = AnomalyDetector().fit(x[:2000])
+    assert det.score_series(x_spike)[50] >= det.threshold
 
 
 def test_missing_values_and_bad_shapes() -> None:
@@ -105,3 +107,23 @@ def test_missing_values_and_bad_shapes() -> None:
         det.score_series(np.zeros((5, 3)))
     with pytest.raises(ValueError):
         AnomalyDetector(n_features=0)
+
+
+def test_detect_period_finds_cycles_and_ignores_trends_and_fast_oscillation() -> None:
+    assert abs(detect_period(noisy_daily(3000)) - 288) <= 2
+    rng = np.random.default_rng(8)
+    assert detect_period(rng.normal(size=3000)) == 0
+    assert detect_period(rng.normal(size=3000).cumsum()) == 0  # a random walk has no season
+    saw = np.tile(np.arange(12.0), 250) + rng.normal(0, 0.1, 3000)
+    assert detect_period(saw) == 0  # a 12-row oscillation is not a daily/weekly season
+
+
+def test_seasonal_anomaly_inside_the_normal_range() -> None:
+    x = noisy_daily(5000, seed=10)
+    day = slice(4032, 4032 + 288)
+    x[day] = 100 - x[day]  # the cycle runs upside down for a day, values stay within range
+    det = AnomalyDetector()
+    s = det.score_series(x)
+    assert abs(det.periods["f0"] - 288) <= 2
+    assert s[day].max() >= det.threshold
+    assert (s[2000:4000] >= det.threshold).sum() <= 2

@@ -1,20 +1,21 @@
-"""Online anomaly detection for node metrics: how rare is the value just seen, given the history?
+"""Online anomaly detection for node metrics: how rare is what we just saw, given the history?
 
-For each feature the detector asks one question per row: among the last ``history`` values, how
-many lay within a small band around the current one (the band is ``bandwidth`` times the feature's
-exponentially weighted standard deviation)? A value in a range the metric has rarely or never
-visited — a spike above every earlier one, a level shift to a new plateau, a drop to an unseen
-floor — gets a small empirical p-value ``p = (count + 1) / (seen + 1)``. This is a density estimate
-of the value against all of its own history, so daily/weekly cycles and steady noise (values seen
-many times) are normal by construction, and a new level stops being rare once it has been seen for
-a while.
+Each feature (metric) is watched three ways (see ``anomaly_feature``): its reading, the mean of its
+recent readings, and — when the metric has a strong daily/weekly cycle, found by autocorrelation —
+its change from one season ago. For each view the detector asks: among the view's past values, how
+many lay within a small band around the current one (``bandwidth`` times the view's exponentially
+weighted standard deviation)? A reading in a range the metric has rarely or never visited — a spike
+above every earlier one, a new plateau or floor, hours spent at an unusual level, a weekday that
+looks like a holiday — gets a small empirical p-value ``(count + 1) / (seen + 1)``. Values seen
+many times (steady noise, the usual cycle) are normal by construction, and a new level stops being
+rare once it has been seen for a while.
 
-Rows combine their features by the smallest p-value (times 1 + ln(features), a mild correction
-for looking at many correlated metrics), which also names the feature to blame. Alerts are not
-repeated: a row is reported at full strength only if its p-value is clearly smaller (by
-``repeat_factor``) than every p-value of the previous ``quiet_rows`` rows; otherwise it is damped.
-This rule needs no threshold, so it is the same for every threshold an operator may pick. The score
-is ``1 / (1 + p / p_scale)`` in [0, 1].
+A row takes the smallest p-value of all its features and views, times 1 + ln(number of views): a
+mild correction for looking many ways at correlated metrics; the smallest also names the feature
+to blame. Alerts are not repeated: a row keeps its full strength only if its p-value is clearly
+smaller (by ``repeat_factor``) than every p-value of the previous ``quiet_rows`` rows; otherwise
+it is damped. This rule needs no threshold, so it holds for any threshold an operator picks. The
+score is ``1 / (1 + p / p_scale)`` in [0, 1].
 
 Everything is causal (row t sees rows <= t only), deterministic, and vectorised over blocks of rows;
 ``update(row)`` runs the same code on a block of one row, so it equals ``score_series``.
@@ -28,11 +29,12 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from dspex_cluster.skills.anomaly_window import CHUNK, EwMoments, SortedWindow
+from dspex_cluster.skills.anomaly_feature import VIEW_NAMES, FeatureModel, RarityConfig
+from dspex_cluster.skills.anomaly_window import CHUNK
 
 # The default alert threshold: the score NAB's standard profile favours for this detector on the
 # realKnownCause + realAWSCloudwatch files (see bench/bench_anomaly.py for the cross-validated use).
-DEFAULT_THRESHOLD = 0.43
+DEFAULT_THRESHOLD = 0.27
 
 
 class AnomalyDetector:
@@ -44,10 +46,12 @@ class AnomalyDetector:
         *,
         feature_names: Sequence[str] | None = None,
         bandwidth: float = 0.5,
-        scales: Sequence[float] = (1.0,),
         halflife: float = 1000.0,
         history: int = 20_000,
         warmup: int = 30,
+        level_rows: int = 48,
+        season_min_lag: int = 24,
+        season_min_acf: float = 0.8,
         p_scale: float = 1e-3,
         quiet_rows: int = 200,
         repeat_factor: float = 0.5,
@@ -61,23 +65,26 @@ class AnomalyDetector:
             raise ValueError("feature_names must have n_features entries")
         self.n_features = n_features
         self.feature_names = names or [f"f{i}" for i in range(n_features)]
-        self.bandwidth = bandwidth
-        self.scales = tuple(float(k) for k in scales)
+        self.config = RarityConfig(
+            bandwidth=bandwidth,
+            halflife=halflife,
+            history=history,
+            warmup=warmup,
+            level_rows=level_rows,
+            season_min_lag=season_min_lag,
+            season_min_acf=season_min_acf,
+        )
         self.warmup = warmup
         self.p_scale = p_scale
         self.quiet_rows = quiet_rows
         self.repeat_factor = repeat_factor
         self.damping = damping
         self.threshold = threshold
-        # Node metrics move together (CPU, load, latency), so n features are far fewer than n
-        # independent tests: a logarithmic correction instead of Bonferroni's factor n.
-        self._multiplicity = 1.0 + float(np.log(n_features))
-        self._moments = [EwMoments(halflife) for _ in range(n_features)]
-        self._windows = [SortedWindow(history) for _ in range(n_features)]
+        self._features = [FeatureModel(self.config) for _ in range(n_features)]
         self._last = np.zeros(n_features)  # last finite value per feature (fills NaN)
         self._seen = 0  # rows processed so far
         self._recent_p = np.ones(0)  # combined p-values of the last quiet_rows rows
-        self._last_feature_p = np.ones(n_features)
+        self._last_view_p = np.ones((n_features, len(VIEW_NAMES)))
         self._last_score = 0.0
 
     # --- public API -------------------------------------------------------------------------
@@ -108,20 +115,28 @@ class AnomalyDetector:
         the ordinary, max(0, -log10(p) - 1) (p-values above 0.1 add nothing), over the row's total.
         """
         if row is None:
-            feature_p = self._last_feature_p
+            feature_p = self._last_view_p.min(axis=1)
         else:
             probe = copy.deepcopy(self)
             probe.update(row)
-            feature_p = probe._last_feature_p
+            feature_p = probe._last_view_p.min(axis=1)
         surprise = np.maximum(0.0, -np.log10(np.clip(feature_p, 1e-300, 1.0)) - 1.0)
         total = float(surprise.sum())
         shares = surprise / total if total > 0 else np.zeros_like(surprise)
         order = np.argsort(-shares, kind="stable")
         return {self.feature_names[i]: float(shares[i]) for i in order}
 
-    def feature_p_values(self) -> dict[str, float]:
-        """Per-feature p-values of the last scored row (how rare each value was)."""
-        return dict(zip(self.feature_names, map(float, self._last_feature_p), strict=True))
+    def view_p_values(self) -> dict[str, dict[str, float]]:
+        """p-values of the last scored row per feature and view (value, level, seasonal)."""
+        return {
+            name: dict(zip(VIEW_NAMES, map(float, ps), strict=True))
+            for name, ps in zip(self.feature_names, self._last_view_p, strict=True)
+        }
+
+    @property
+    def periods(self) -> dict[str, int]:
+        """The seasonal period (rows) found for each feature; 0 = none."""
+        return {n: fm.period for n, fm in zip(self.feature_names, self._features, strict=True)}
 
     @property
     def last_score(self) -> float:
@@ -149,35 +164,28 @@ class AnomalyDetector:
             prev = data[i]
         return data
 
-    def _feature_p(self, f: int, x: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Empirical p-value of each value of feature f against that feature's history."""
-        mean, std = self._moments[f].before(x)
-        # A constant metric has std 0: a tiny band relative to its level keeps counts meaningful.
-        band = self.bandwidth * (std + 1e-9 * np.abs(mean) + 1e-12)
-        win = self._windows[f]
-        n_before = np.minimum(len(win) + np.arange(x.size), win.capacity)
-        counts = win.count_within(x, [(x - k * band, x + k * band) for k in self.scales])
-        # Density at several band widths; the rarest reading wins (a value far beyond all history
-        # is rarer than one just past its edge).
-        p = np.ones(x.size)
-        for k, c in zip(self.scales, counts, strict=True):
-            p = np.minimum(p, (c + 1.0) / ((n_before + 1.0) * k))
-        return p
-
     def _score_block(self, block: NDArray[np.float64]) -> NDArray[np.float64]:
+        # Season checks happen at fixed absolute rows: split the block there.
+        check = self._features[0].next_season_check(self._seen)
+        if self._seen < check < self._seen + block.shape[0]:
+            cut = check - self._seen
+            return np.concatenate((self._score_block(block[:cut]), self._score_block(block[cut:])))
+        if self._seen == check:
+            for fm in self._features:
+                fm.check_season(self._seen)
         b = block.shape[0]
-        feature_p = np.empty((b, self.n_features))
-        for f in range(self.n_features):
-            feature_p[:, f] = self._feature_p(f, block[:, f])
-        row_index = self._seen + np.arange(b)
-        feature_p[row_index < self.warmup] = 1.0
-        p = np.minimum(1.0, feature_p.min(axis=1) * self._multiplicity)
+        view_p = np.stack(
+            [fm.p_values(block[:, f], self._seen) for f, fm in enumerate(self._features)], axis=1
+        )  # rows x features x views
+        views = sum(fm.active_views for fm in self._features)
+        p = np.minimum(1.0, view_p.min(axis=(1, 2)) * (1.0 + np.log(views)))
         p_eff = self._damp_repeats(p)
         scores = 1.0 / (1.0 + p_eff / self.p_scale)
+        row_index = self._seen + np.arange(b)
         scores[row_index < self.warmup] = 0.0
         self._seen += b
         self._last = block[-1].copy()
-        self._last_feature_p = feature_p[-1].copy()
+        self._last_view_p = view_p[-1].copy()
         self._last_score = float(scores[-1])
         return scores
 
