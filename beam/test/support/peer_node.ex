@@ -7,9 +7,13 @@ defmodule DSPEx.Test.PeerNode do
 
   @type t :: %{peer: pid(), node: node(), os_pid: pos_integer()}
 
-  @doc "Starts a peer running `:dspex_cluster`; `env` overrides its application env."
-  @spec start(String.t(), keyword()) :: t()
-  def start(prefix, env \\ []) do
+  @doc """
+  Starts a peer running `:dspex_cluster`; `env` overrides its application env. Options:
+  `hidden: true` starts it as a hidden node, `app: false` leaves the application stopped
+  (a plain BEAM node, which is how a Python node looks to membership).
+  """
+  @spec start(String.t(), keyword(), keyword()) :: t()
+  def start(prefix, env \\ [], opts \\ []) do
     name = ~c"#{prefix}_#{System.unique_integer([:positive])}"
     paths = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
     cookie = Atom.to_charlist(:erlang.get_cookie())
@@ -21,12 +25,22 @@ defmodule DSPEx.Test.PeerNode do
         longnames: true,
         connection: :standard_io,
         wait_boot: 30_000,
-        args: [~c"-setcookie", cookie, ~c"-start_epmd", ~c"false" | paths]
+        args:
+          [~c"-setcookie", cookie, ~c"-start_epmd", ~c"false"] ++
+            if(opts[:hidden], do: [~c"-hidden"], else: []) ++ paths
       })
 
-    app_env = Keyword.merge(Application.get_all_env(:dspex_cluster), env)
-    :ok = :erpc.call(node, Application, :put_all_env, [[dspex_cluster: app_env]])
-    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:dspex_cluster])
+    if Keyword.get(opts, :app, true) do
+      app_env = Keyword.merge(Application.get_all_env(:dspex_cluster), env)
+
+      :ok =
+        :erpc.call(node, Application, :put_all_env, [
+          [dspex_cluster: app_env, logger: [level: :warning]]
+        ])
+
+      {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:dspex_cluster])
+    end
+
     os_pid = :erpc.call(node, :os, :getpid, []) |> List.to_integer()
     %{peer: peer, node: node, os_pid: os_pid}
   end

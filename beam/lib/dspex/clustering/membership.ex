@@ -178,11 +178,39 @@ defmodule DSPEx.Clustering.Membership do
   end
 
   def handle_event({:dspex_heartbeat, node, _seq, ts, echo}, state) do
-    state =
-      if Map.has_key?(state.members, node) and state.members[node].status != :down,
-        do: state,
-        else: node_up(state, node, :visible)
+    case state.members do
+      %{^node => %{status: status}} when status != :down ->
+        beat(state, node, ts, echo)
 
+      _ ->
+        # A heartbeat before our nodeup: accepted only while the node is connected, so a
+        # stale one after nodedown cannot bring the member back.
+        case connection_type(node) do
+          nil -> {:ok, [], state}
+          type -> beat(node_up(state, node, type), node, ts, echo)
+        end
+    end
+  end
+
+  def handle_event({{:dspex_ping, node, _seq}, _yes}, state) do
+    case state.members do
+      %{^node => %{status: status, mode: :ping}} when status != :down -> heartbeat(state, node)
+      _ -> {:ok, [], state}
+    end
+  end
+
+  def handle_event({:classify, node}, state), do: announce(state, node)
+  def handle_event(_other, state), do: {:ok, [], state}
+
+  defp connection_type(node) do
+    cond do
+      node in Node.list(:visible) -> :visible
+      node in Node.list(:hidden) -> :hidden
+      true -> nil
+    end
+  end
+
+  defp beat(state, node, ts, echo) do
     m = state.members[node]
     rtt = rtt(echo, m.rtt_ms)
 
@@ -197,16 +225,6 @@ defmodule DSPEx.Clustering.Membership do
 
     heartbeat(put_in(state.members[node], m), node)
   end
-
-  def handle_event({{:dspex_ping, node, _seq}, _yes}, state) do
-    case state.members do
-      %{^node => %{status: status, mode: :ping}} when status != :down -> heartbeat(state, node)
-      _ -> {:ok, [], state}
-    end
-  end
-
-  def handle_event({:classify, node}, state), do: announce(state, node)
-  def handle_event(_other, state), do: {:ok, [], state}
 
   # -- helpers -------------------------------------------------------------------------------
 
