@@ -1,0 +1,80 @@
+"""A visible Python node inside a cluster of three BEAM nodes (OTP 25 and 28 mixed) stays put.
+
+OTP's `global` sends every visible node an init_connect; the Python node does not take part in
+global's name registry and leaves those casts unanswered, which global tolerates (the node is
+simply never "synced"). What must hold: no disconnects, no error reports, global keeps working
+between the BEAM nodes, and calls keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from otp import Epmd, ErlNode, beval, unique
+
+from dspex_cluster import Atom, Node
+
+COOKIE = "dspex-test-cookie"
+STABLE_FOR = 25.0  # seconds; the minutes-long run is in bench/bench_node.py
+
+
+@pytest.fixture(scope="module")
+def cluster(epmd: Epmd) -> Iterator[list[ErlNode]]:
+    nodes: list[ErlNode] = []
+    try:
+        for otp in ("otp25", "otp28", "otp25"):
+            nodes.append(ErlNode(epmd.port, otp, cookie=COOKIE))
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+@pytest.mark.slow
+async def test_visible_python_node_keeps_three_beam_nodes_stable(
+    cluster: list[ErlNode], epmd: Epmd
+) -> None:
+    for i, beam in enumerate(cluster):  # a full mesh of the BEAM nodes first
+        for other in cluster[i + 1 :]:
+            assert await beval(beam, f"net_adm:ping('{other.name}')") == "pong"
+    for beam in cluster:
+        assert await beval(beam, "global:sync()", 15) == "ok"
+        assert len(await beval(beam, "nodes()")) == 2
+    py = Node(
+        f"{unique('pyvis')}@127.0.0.1",
+        cookie=COOKIE,
+        hidden=False,
+        epmd_port=epmd.port,
+        net_ticktime=8,
+    )
+    await py.start()
+    py.expose("svc", {"ping": lambda: Atom("pong")})
+    try:
+        assert await py.connect(cluster[0].name)
+        assert await py.connect(cluster[1].name)
+        assert await beval(cluster[2], f"net_adm:ping('{py.name}')") == "pong"
+        everyone = {Atom(n.name) for n in cluster} | {Atom(py.name)}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STABLE_FOR
+        rounds = 0
+        while loop.time() < deadline:
+            for beam in cluster:
+                seen = set(await beval(beam, "nodes()")) | {Atom(beam.name)}
+                assert seen == everyone, f"{beam.name} sees {seen}"
+                assert await beval(beam, f"erpc:call('{py.name}', svc, ping, [])") == "pong"
+            assert set(py.nodes()) == {Atom(n.name) for n in cluster}
+            rounds += 1
+            await asyncio.sleep(2)
+        assert rounds >= 5
+        # global still works among the BEAM nodes
+        name = unique("g")
+        assert await beval(cluster[1], f"global:register_name({name}, self())", 15) == "yes"
+        assert await beval(cluster[2], f"global:whereis_name({name}) =/= undefined", 15) is True
+        for beam in cluster:
+            log = beam.log_text()
+            assert "ERROR REPORT" not in log and "error" not in log.lower(), log[-2000:]
+            assert "WARNING" not in log, log[-2000:]
+    finally:
+        await py.stop()
