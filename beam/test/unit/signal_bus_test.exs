@@ -43,4 +43,20 @@ defmodule DSPEx.Clustering.SignalBusTest do
   after
     SignalBus.unsubscribe("test.local.*")
   end
+
+  test "the relay forwards to its subscribers once and forgets dead ones" do
+    relay = Process.whereis(:dspex_signal_relay)
+    me = self()
+    sub = spawn(fn -> receive(do: ({:signal, s} -> send(me, {:got, s}))) end)
+    :ok = GenServer.call(relay, {:subscribe, "test.relay.*", sub})
+    :ok = GenServer.call(relay, {:subscribe, "test.**", sub})
+    assert {:error, {:invalid_pattern, _}} = GenServer.call(relay, {:subscribe, "A..", sub})
+    {:ok, _} = SignalBus.publish(Signal.new!("test.relay.x", %{}))
+    assert_receive {:got, %{type: "test.relay.x"}}
+    refute_receive {:got, _}, 100
+    # the subscriber has exited after one signal: the relay drops it and leaves the groups
+    Process.sleep(50)
+    assert GenServer.call(relay, :subscriptions) == %{}
+    refute relay in :pg.get_local_members(:dspex_signal_bus, "test.relay.*")
+  end
 end
