@@ -59,7 +59,8 @@ def test_full_handshake_both_sides_established() -> None:
 def test_send_name_layout() -> None:
     ini = InitiatorHandshake(A, 0x1234, 7, "c", peer_name=B)
     raw = ini.data_to_send()
-    assert raw == struct.pack(">HcQIH", 1 + 8 + 4 + 2 + len(A), b"N", 0x1234, 7, len(A)) + A.encode()
+    head = struct.pack(">HcQIH", 1 + 8 + 4 + 2 + len(A), b"N", 0x1234, 7, len(A))
+    assert raw == head + A.encode()
 
 
 def test_wrong_cookie_is_refused_by_the_acceptor_without_leaking_it() -> None:
