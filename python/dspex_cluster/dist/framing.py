@@ -79,16 +79,16 @@ def _decode_frame(buf: bytearray, start: int, stop: int) -> tuple[Any, Any]:
         control, pos = decode_from(buf, start)
         if pos > stop:
             raise FrameError("control term runs past the end of its frame")
-        if pos == stop:
-            return control, NO_MESSAGE
-        message, pos = decode_from(buf, pos)
+        message = NO_MESSAGE
+        if pos < stop:
+            message, pos = decode_from(buf, pos)
     except ETFError as err:
         raise FrameError(f"undecodable term: {err}") from None
     except RecursionError:
         raise FrameError("term nested too deeply") from None
     if pos != stop:
-        raise FrameError(f"{stop - pos} stray bytes after the message in a frame")
-    if not isinstance(control, tuple) or not control or not isinstance(control[0], int):
+        raise FrameError(f"the terms do not end where the frame does ({pos} != {stop})")
+    if type(control) is not tuple or not control or type(control[0]) is not int:
         raise FrameError(f"control message is not a tuple with an opcode: {control!r:.100}")
     return control, message
 
