@@ -190,6 +190,8 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
     sock_opts = [
       :binary,
       active: @active_batch,
+      # room for bursts; the kernel caps it at net.core.rmem_max
+      recbuf: 1_048_576,
       reuseaddr: true,
       ip: Keyword.get(opts, :bind_ip, group),
       multicast_if: iface,
@@ -202,7 +204,13 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
   end
 
   defp open(mode, opts) when mode in [:unicast, :broadcast] do
-    base = [:binary, active: @active_batch, ip: Keyword.get(opts, :bind_ip, {0, 0, 0, 0})]
+    base = [
+      :binary,
+      active: @active_batch,
+      recbuf: 1_048_576,
+      ip: Keyword.get(opts, :bind_ip, {0, 0, 0, 0})
+    ]
+
     base = if mode == :broadcast, do: [{:broadcast, true}, {:reuseaddr, true} | base], else: base
 
     opts

@@ -1,0 +1,143 @@
+Code.require_file("support.exs", __DIR__)
+
+defmodule DSPEx.Clustering.Discovery.GossipDiscoveryTest do
+  # UDP multicast gossip on loopback (interface 127.0.0.1, a random group and port) between two
+  # peer nodes, then forged, wrong-key, malformed and replayed packets from this test process.
+  use ExUnit.Case, async: false
+
+  alias DSPEx.Clustering.Discovery.{Gossip, Runner}
+  alias DSPEx.Clustering.DiscoveryTest.Support
+  alias DSPEx.Clustering.NodeDiscovery
+
+  @moduletag timeout: 60_000
+
+  setup_all do
+    Support.ensure_epmd()
+    :ok
+  end
+
+  describe "packet authentication (no network)" do
+    setup do
+      key = Gossip.derive_key("cookie-a", "alpha")
+      state = %{key: key, max_skew_us: 30_000_000, last_seen_ts: %{}}
+      %{key: key, state: state}
+    end
+
+    test "a packet signed with the key is accepted once", %{key: key, state: state} do
+      ts = System.os_time(:microsecond)
+      packet = Gossip.encode(:"n1@127.0.0.1", ts, key)
+      assert {:ok, :"n1@127.0.0.1", ^ts} = Gossip.verify(packet, state)
+      seen = %{state | last_seen_ts: %{:"n1@127.0.0.1" => ts}}
+      assert {:error, :replay} = Gossip.verify(packet, seen)
+    end
+
+    test "other cookie, other cluster, tampering, skew and junk are refused", %{
+      key: key,
+      state: state
+    } do
+      ts = System.os_time(:microsecond)
+      other_cookie = Gossip.encode(:n1@h, ts, Gossip.derive_key("cookie-b", "alpha"))
+      other_cluster = Gossip.encode(:n1@h, ts, Gossip.derive_key("cookie-a", "beta"))
+      assert {:error, :bad_mac} = Gossip.verify(other_cookie, state)
+      assert {:error, :bad_mac} = Gossip.verify(other_cluster, state)
+
+      good = Gossip.encode(:n1@h, ts, key)
+      <<head::binary-size(20), byte, rest::binary>> = good
+
+      assert {:error, :bad_mac} =
+               Gossip.verify(<<head::binary, Bitwise.bxor(byte, 1), rest::binary>>, state)
+
+      old = Gossip.encode(:n1@h, ts - 120_000_000, key)
+      assert {:error, :skew} = Gossip.verify(old, state)
+      assert {:error, :malformed} = Gossip.verify("short", state)
+      assert {:error, :bad_mac} = Gossip.verify(:crypto.strong_rand_bytes(80), state)
+    end
+  end
+
+  test "two nodes find each other by multicast on loopback; strangers are ignored" do
+    u = Support.uniq()
+    cookie = "gossip#{u}"
+    cluster = "gossip-#{u}"
+    port = Support.free_udp_port()
+    group = {239, 255, rem(System.unique_integer([:positive]), 250), 1 + :rand.uniform(250)}
+
+    gossip = [multicast_if: {127, 0, 0, 1}, multicast_addr: group, port: port]
+    opts = [strategies: [{Gossip, gossip}], interval: 200, cluster_name: cluster]
+
+    {pa, a} = Support.start_peer("gsa#{u}", cookie)
+    {pb, b} = Support.start_peer("gsb#{u}", cookie)
+
+    # this process listens to the group too, to capture a genuine packet for the replay
+    {:ok, sock} =
+      :gen_udp.open(port, [
+        :binary,
+        active: false,
+        reuseaddr: true,
+        ip: group,
+        multicast_if: {127, 0, 0, 1},
+        multicast_loop: true,
+        add_membership: {group, {127, 0, 0, 1}}
+      ])
+
+    on_exit(fn -> :gen_udp.close(sock) end)
+
+    Support.start_discovery(pa, opts)
+    Support.start_discovery(pb, opts)
+
+    for {peer, other} <- [{pa, b}, {pb, a}] do
+      assert Support.wait_until(fn ->
+               match?(
+                 %{status: :member},
+                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
+               )
+             end),
+             "gossip did not bring #{other} in"
+    end
+
+    {:ok, {_ip, _port, genuine}} = :gen_udp.recv(sock, 0, 2_000)
+
+    ghost = "ghost#{u}@127.0.0.1"
+    ts = System.os_time(:microsecond)
+
+    wrong_key =
+      Gossip.encode(String.to_atom(ghost), ts, Gossip.derive_key("not-the-cookie", cluster))
+
+    other_cluster = Gossip.encode(String.to_atom(ghost), ts, Gossip.derive_key(cookie, "another"))
+    # a forged packet: genuine MAC bytes glued to a body naming the ghost
+    mac = binary_part(genuine, byte_size(genuine) - 32, 32)
+    forged = binary_part(wrong_key, 0, byte_size(wrong_key) - 32) <> mac
+
+    strangers = [wrong_key, other_cluster, forged, genuine, "junk"]
+
+    for {peer, _} <- [{pa, a}, {pb, b}] do
+      # UDP may lose a datagram: resend the batch until each kind was seen (and dropped)
+      dropped =
+        Support.wait_until(fn ->
+          for packet <- strangers, do: :ok = :gen_udp.send(sock, group, port, packet)
+          Process.sleep(50)
+          d = gossip_state(peer).dropped
+          d.bad_mac >= 3 and d.replay >= 1 and d.malformed >= 1 and d
+        end)
+
+      assert dropped,
+             "strangers' packets were not all dropped: #{inspect(gossip_state(peer).dropped)}"
+
+      heard = Map.keys(gossip_state(peer).heard)
+      refute String.to_atom(ghost) in heard
+      topo = Support.pcall(peer, NodeDiscovery, :topology, [])
+      refute Map.has_key?(topo.backoff, String.to_atom(ghost))
+      refute Map.has_key?(topo.members, String.to_atom(ghost))
+    end
+  end
+
+  defp gossip_state(peer) do
+    sup = NodeDiscovery.supervisor_name(NodeDiscovery.name())
+
+    [pid] =
+      for {{Runner, {_, Gossip}}, pid, _, _} <-
+            Support.pcall(peer, Supervisor, :which_children, [sup]),
+          do: pid
+
+    Support.pcall(peer, :sys, :get_state, [pid]).strategy
+  end
+end
