@@ -131,6 +131,40 @@ defmodule DSPEx.Clustering.DiscoveryTest.Support do
     end
   end
 
+  @doc """
+  Runs a real dnsmasq on 127.0.0.1:<free port> serving only `records` (dnsmasq flags such as
+  `--host-record=...`, `--srv-host=...`), authoritative for `dspex.test`. Returns the port.
+  """
+  def start_dnsmasq(records) do
+    port = free_tcp_port()
+
+    args =
+      ~w(--keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address=127.0.0.1
+         --local=/dspex.test/ --pid-file= --log-facility=/dev/null) ++
+        ["--port=#{port}" | records]
+
+    os_pid = spawn_os("dnsmasq", args)
+    on_exit(fn -> kill(os_pid) end)
+
+    ready =
+      wait_until(
+        fn ->
+          match?(
+            {:ok, _},
+            :inet_res.resolve(~c"ready.dspex.test", :in, :a,
+              nameservers: [{{127, 0, 0, 1}, port}],
+              timeout: 200
+            )
+          )
+        end,
+        5_000,
+        50
+      )
+
+    ready || raise "dnsmasq did not answer on port #{port}"
+    port
+  end
+
   @doc "Spawns an OS process (stdout/stderr discarded by the port) and returns its OS pid."
   def spawn_os(cmd, args) do
     exe = System.find_executable(cmd) || raise "#{cmd} not found"
