@@ -1,0 +1,234 @@
+"""Agent: a GenServer with state, actions, sensors, skills and signal routes (the Python twin of
+`DSPEx.Clustering.Agent`).
+
+Requests it answers (from BEAM or Python):
+
+    {cmd, Name, Params}   -> {ok, Result} | {error, {invalid_params, Field, Why}}
+                             | {error, {unknown_action, Name}} | {error, {action_failed, Why}}
+    state                 -> a map describing the agent (`describe()`)
+    anything else         -> `handle_request(request, caller)` (subclasses)
+
+`{cmd, Name, Params}` as a cast runs the action and drops the result. Messages:
+`{signal, Map}` runs every route whose pattern matches the type (routes of the agent and of its
+skills), periodic sensors run in the agent's own loop, anything else goes to the event-driven
+sensors and `handle_event`. Signals returned by sensors are published on the cluster bus.
+
+Subclasses override `setup`, `actions`, `routes`, `sensors`, `handle_request`, `handle_event`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from dspex_cluster.agents.action import Action, ActionError
+from dspex_cluster.agents.bus import ClusterBus
+from dspex_cluster.agents.sensor import Sensor
+from dspex_cluster.agents.skill import Route, Skill
+from dspex_cluster.etf import Atom
+from dspex_cluster.runtime import Caller, GenServer
+from dspex_cluster.signals import InvalidSignal, Signal, pattern_matches
+
+log = logging.getLogger("dspex_cluster.agents")
+
+OK = Atom("ok")
+ERROR = Atom("error")
+CMD = Atom("cmd")
+SIGNAL = Atom("signal")
+_SENSE = Atom("$agent_sense")
+
+
+class Agent(GenServer):
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        bus: ClusterBus | None = None,
+        skills: Iterable[Skill] = (),
+        actions: Iterable[Action] = (),
+        sensors: Iterable[Sensor] = (),
+        routes: Iterable[Route] = (),
+    ) -> None:
+        self.name = name
+        self.bus = bus
+        self.skills = list(skills)
+        self._extra_actions = list(actions)
+        self._extra_sensors = list(sensors)
+        self._extra_routes = list(routes)
+        self.signals_in = 0
+        self.signals_out = 0
+        self.route_errors = 0
+
+    # -- to override ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Set up state (runs in init, before sensors start and routes are subscribed)."""
+
+    def actions(self) -> list[Action]:
+        return []
+
+    def routes(self) -> list[Route]:
+        return []
+
+    def sensors(self) -> list[Sensor]:
+        return []
+
+    async def handle_request(self, request: Any, caller: Caller) -> Any:
+        return (ERROR, (Atom("unknown_request"), request))
+
+    async def handle_event(self, message: Any) -> None:
+        """Messages nobody routed (after the event-driven sensors saw them)."""
+
+    def describe(self) -> dict[Atom, Any]:
+        """The answer to `state`."""
+        return {
+            Atom("name"): Atom(self.name),
+            Atom("actions"): [Atom(a) for a in self._actions],
+            Atom("routes"): sorted({p for p, _ in self._routes}),
+            Atom("sensors"): [Atom(s.name) for s in self._sensors],
+            Atom("skills"): {Atom(s.name): s.describe() for s in self.skills},
+            Atom("signals_in"): self.signals_in,
+            Atom("signals_out"): self.signals_out,
+        }
+
+    # -- API inside the agent ------------------------------------------------------------------
+
+    def publish(self, signal: Signal) -> None:
+        """Put a signal on the cluster bus (no-op without a bus)."""
+        self.signals_out += 1
+        if self.bus is not None:
+            self.bus.publish(signal)
+
+    async def run_action(self, name: str, params: Any = None) -> Any:
+        found = self._actions.get(str(name))
+        if found is None:
+            raise ActionError(str(name), "is not an action of this agent", "unknown_action")
+        return await found.execute(self, params)
+
+    # -- GenServer -----------------------------------------------------------------------------
+
+    async def init(self) -> None:
+        for skill in self.skills:
+            skill.mount(self)
+        self.setup()
+        self._actions: dict[str, Action] = {}
+        for a in [*self.actions(), *self._extra_actions, *_flat(s.actions() for s in self.skills)]:
+            self._actions[a.name] = a
+        self._routes: list[Route] = [
+            *self.routes(),
+            *self._extra_routes,
+            *_flat(s.routes() for s in self.skills),
+        ]
+        self._sensors: list[Sensor] = [
+            *self.sensors(),
+            *self._extra_sensors,
+            *_flat(s.sensors() for s in self.skills),
+        ]
+        self._timers: list[asyncio.Task[None]] = []
+        for sensor in self._sensors:
+            sensor.start(self)
+            if sensor.interval_s is not None:
+                self._timers.append(asyncio.create_task(self._tick(sensor)))
+        if self.bus is not None:
+            for pattern in sorted({p for p, _ in self._routes}):
+                await self.bus.subscribe(self.pid, pattern)
+
+    async def _main(self) -> None:
+        try:
+            await super()._main()
+        finally:
+            for timer in getattr(self, "_timers", []):
+                timer.cancel()
+            for sensor in getattr(self, "_sensors", []):
+                sensor.stop(self)
+
+    async def _tick(self, sensor: Sensor) -> None:
+        """Posts a sense request into our own mailbox, so sensing runs in the agent's loop."""
+        assert sensor.interval_s is not None
+        while self.alive:
+            await asyncio.sleep(sensor.interval_s)
+            if self.alive:
+                self.node.send(self.pid, (_SENSE, sensor.name))
+
+    async def handle_call(self, request: Any, caller: Caller) -> Any:
+        if isinstance(request, tuple) and len(request) == 3 and request[0] == CMD:
+            return await self._cmd(request[1], request[2])
+        if request == "state":
+            return self.describe()
+        return await self.handle_request(request, caller)
+
+    async def handle_cast(self, request: Any) -> None:
+        if isinstance(request, tuple) and len(request) == 3 and request[0] == CMD:
+            await self._cmd(request[1], request[2])
+        else:
+            await self.handle_request(request, None)  # type: ignore[arg-type]
+
+    async def _cmd(self, name: Any, params: Any) -> Any:
+        try:
+            return (OK, await self.run_action(str(name), params))
+        except ActionError as err:
+            return (ERROR, err.term() if err.kind == "invalid_params" else (Atom(err.kind), name))
+        except Exception as err:
+            log.warning("%s: action %s failed", self.name, name, exc_info=True)
+            return (ERROR, (Atom("action_failed"), f"{type(err).__name__}: {err}"))
+
+    async def handle_info(self, message: Any) -> None:
+        if isinstance(message, tuple) and len(message) == 2:
+            if message[0] == SIGNAL:
+                await self._on_signal(message[1])
+                return
+            if message[0] == _SENSE:
+                await self._sense(message[1])
+                return
+        for sensor in self._sensors:
+            if sensor.interval_s is None:
+                self._emit(sensor.on_event(self, message))
+        await self.handle_event(message)
+
+    async def _on_signal(self, term: Any) -> None:
+        try:
+            signal = Signal.from_term(term)
+        except InvalidSignal as err:
+            log.info("%s: dropped a malformed signal: %s", self.name, err)
+            return
+        self.signals_in += 1
+        self.last_signal_at = time.monotonic()
+        for pattern, handler in self._routes:
+            if pattern_matches(pattern, signal.type):
+                try:
+                    await _maybe_await(handler(signal))
+                except Exception:
+                    self.route_errors += 1
+                    log.warning(
+                        "%s: route %s failed on %s", self.name, pattern, signal.type, exc_info=True
+                    )
+
+    async def _sense(self, name: Any) -> None:
+        for sensor in self._sensors:
+            if sensor.name == name:
+                try:
+                    self._emit(await sensor.sense(self))
+                except Exception:
+                    log.warning("%s: sensor %s failed", self.name, name, exc_info=True)
+
+    def _emit(self, out: list[Signal] | None) -> None:
+        for signal in out or []:
+            self.publish(signal)
+
+
+def _flat(lists: Iterable[list[Any]]) -> list[Any]:
+    return [x for xs in lists for x in xs]
+
+
+async def _maybe_await(value: Awaitable[None] | None) -> None:
+    if inspect.isawaitable(value):
+        await value
+
+
+Handler = Callable[[Signal], Awaitable[None] | None]
