@@ -1,0 +1,66 @@
+Code.require_file("support.exs", __DIR__)
+
+defmodule DSPEx.Clustering.Discovery.StaticDiscoveryTest do
+  use ExUnit.Case, async: false
+
+  alias DSPEx.Clustering.Discovery.Static
+  alias DSPEx.Clustering.DiscoveryTest.Support
+  alias DSPEx.Clustering.NodeDiscovery
+
+  @moduletag timeout: 60_000
+
+  test "options are checked" do
+    assert {:ok, [:a@h, :b@h]} = Static.init(nodes: [:a@h, "b@h"])
+    assert {:error, {:invalid_node_names, ["nohost"]}} = Static.init(nodes: [:a@h, "nohost"])
+    assert {:error, {:missing_option, :nodes}} = Static.init([])
+  end
+
+  test "a static list connects the nodes, shows up in both histories, and a leave is recorded" do
+    Support.ensure_epmd()
+    u = Support.uniq()
+    cookie = "static#{u}"
+    {pa, a} = Support.start_peer("sta#{u}", cookie)
+    {pb, b} = Support.start_peer("stb#{u}", cookie)
+    Support.start_discovery(pb, cluster_name: "static-#{u}")
+
+    Support.start_discovery(pa,
+      strategies: [{Static, nodes: [b, "ghost#{u}@127.0.0.1"]}],
+      interval: 200,
+      cluster_name: "static-#{u}"
+    )
+
+    for {peer, other} <- [{pa, b}, {pb, a}] do
+      assert Support.wait_until(fn ->
+               match?(
+                 %{status: :member},
+                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
+               )
+             end)
+    end
+
+    topo = Support.pcall(pa, NodeDiscovery, :topology, [])
+    assert [{0, Static}] == Map.keys(topo.strategies)
+    assert topo.members[b].discovered_by == [{0, Static}]
+    # the name nobody answers to is backed off, not connected
+    assert Support.wait_until(fn ->
+             Support.pcall(pa, NodeDiscovery, :topology, []).backoff[:"ghost#{u}@127.0.0.1"] ==
+               :connect_failed
+           end)
+
+    Support.stop_peer(pb)
+
+    left =
+      Support.wait_until(fn ->
+        Enum.find(
+          Support.pcall(pa, NodeDiscovery, :history, []),
+          &(&1.event == :leave and &1.node == b)
+        )
+      end)
+
+    assert %{at: %DateTime{}} = left
+    refute Map.has_key?(Support.pcall(pa, NodeDiscovery, :latency, []), b)
+
+    assert [:join, :leave] ==
+             for(%{node: ^b, event: e} <- Support.pcall(pa, NodeDiscovery, :history, []), do: e)
+  end
+end
