@@ -128,7 +128,8 @@ class ErlNode:
         self.otp = otp
         self.name = f"{name or unique('beam')}@127.0.0.1"
         self.cookie = cookie
-        args = [ERLS[otp](), "-noshell", "-name", self.name, "-setcookie", cookie]
+        args = [ERLS[otp](), "-noshell", "-start_epmd", "false", "-name", self.name]
+        args += ["-setcookie", cookie]
         if hidden:
             args.append("-hidden")
         args += extra or []

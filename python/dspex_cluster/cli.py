@@ -1,0 +1,89 @@
+"""Command line: `python -m dspex_cluster node ...` runs a node; `... demo` shows calls both ways.
+
+python -m dspex_cluster node --name py1@127.0.0.1 (--cookie C | --cookie-file F) [--hidden]
+    [--visible] [--expose module.path | name=module.path ...] [--epmd-port P]
+python -m dspex_cluster demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+
+def _node_command(args: argparse.Namespace) -> int:
+    from dspex_cluster.runtime import Node
+
+    node = Node(
+        args.name,
+        cookie=args.cookie,
+        cookie_file=args.cookie_file,
+        hidden=not args.visible,
+        epmd_port=args.epmd_port,
+    )
+    for spec in args.expose:
+        erl_name, _, path = spec.rpartition("=")
+        module = importlib.import_module(path)  # named explicitly by the operator
+        node.expose(erl_name or path.rsplit(".", 1)[-1], module)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await node.start()
+        print(
+            f"{node.name} up ({'hidden' if node.hidden else 'visible'}); SIGTERM to stop",
+            flush=True,
+        )
+        await stop.wait()
+        await node.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    from dspex_cluster.demo import run_demo
+
+    return asyncio.run(run_demo())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dspex_cluster")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    node = sub.add_parser("node", help="run a Python node until SIGTERM")
+    node.add_argument("--name", required=True, help="name@host, e.g. py1@127.0.0.1")
+    cookie = node.add_mutually_exclusive_group()
+    cookie.add_argument("--cookie", help="the cluster cookie (prefer --cookie-file)")
+    cookie.add_argument("--cookie-file", help="file holding the cookie (default ~/.erlang.cookie)")
+    kind = node.add_mutually_exclusive_group()
+    kind.add_argument("--hidden", action="store_true", help="hidden node (the default)")
+    kind.add_argument("--visible", action="store_true", help="visible node (in nodes())")
+    node.add_argument(
+        "--expose",
+        action="append",
+        default=[],
+        metavar="[NAME=]MODULE",
+        help="a Python module :erpc/:rpc may call (as NAME, default its last path part)",
+    )
+    node.add_argument("--epmd-port", type=int, default=None, help="default $ERL_EPMD_PORT/4369")
+    node.set_defaults(func=_node_command)
+
+    demo = sub.add_parser("demo", help="a BEAM node and a Python node calling each other")
+    demo.set_defaults(func=_demo_command)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.func(args))

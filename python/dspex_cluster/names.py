@@ -1,0 +1,18 @@
+"""Registered names both sides of the cluster rely on (the BEAM twin lives in the Elixir app).
+
+Keep this the only place these strings are spelled out on the Python side.
+"""
+
+from __future__ import annotations
+
+# Registered on every Python agent node.
+LOAD_BALANCER = "dspex_load_balancer"
+HEALTH_MONITOR = "dspex_health_monitor"
+FAILURE_PREDICTOR = "dspex_failure_predictor"
+PERFORMANCE = "dspex_performance"
+PYTHON_AGENT_NAMES = (LOAD_BALANCER, HEALTH_MONITOR, FAILURE_PREDICTOR, PERFORMANCE)
+
+# Registered on every BEAM node.
+SIGNAL_BUS = "dspex_signal_bus"  # also the :pg scope name
+MEMBERSHIP = "dspex_membership"
+BEAM_NAMES = (SIGNAL_BUS, MEMBERSHIP)
