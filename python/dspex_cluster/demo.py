@@ -130,7 +130,13 @@ async def run_demo(timeout: float = 45.0) -> int:
         print(f"[py] started BEAM node {beam_name} (OS pid {beam.pid})")
         ready = asyncio.Event()
         printer = asyncio.create_task(_print_beam(beam, ready))
-        await asyncio.wait_for(ready.wait(), timeout)
+        ready_wait = asyncio.create_task(ready.wait())
+        exited = asyncio.create_task(beam.wait())
+        await asyncio.wait({ready_wait, exited}, timeout=timeout, return_when="FIRST_COMPLETED")
+        if not ready.is_set():
+            ready_wait.cancel()
+            print("[py] the BEAM node did not get ready; see its output above")
+            return 1
         await asyncio.wait_for(_python_side(node, Atom(beam_name), doomed), timeout)
         await asyncio.wait_for(beam.wait(), timeout)
         await printer
