@@ -140,4 +140,28 @@ defmodule DSPEx.Clustering.Discovery.GossipDiscoveryTest do
 
     Support.pcall(peer, :sys, :get_state, [pid]).strategy
   end
+
+  test "unicast fallback: each node binds a free port of the range and sends to all of them" do
+    u = Support.uniq()
+    cookie = "unicast#{u}"
+    base = Support.free_udp_port()
+    gossip = [mode: :unicast, port: base..(base + 3), peers: [{127, 0, 0, 1}]]
+    opts = [strategies: [{Gossip, gossip}], interval: 200, cluster_name: "uni-#{u}"]
+
+    {pa, a} = Support.start_peer("gua#{u}", cookie)
+    {pb, b} = Support.start_peer("gub#{u}", cookie)
+    Support.start_discovery(pa, opts)
+    Support.start_discovery(pb, opts)
+
+    for {peer, other} <- [{pa, b}, {pb, a}] do
+      assert Support.wait_until(fn ->
+               match?(
+                 %{status: :member},
+                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
+               )
+             end)
+    end
+
+    assert gossip_state(pa).port != gossip_state(pb).port
+  end
 end
