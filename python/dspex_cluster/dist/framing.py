@@ -32,6 +32,7 @@ class FrameReader:
         self.max_frame = max_frame
         self._buf = bytearray()
         self.error: str | None = None
+        self._recent_controls: dict[bytes, Any] = {}
 
     @property
     def buffered(self) -> int:
@@ -62,7 +63,7 @@ class FrameReader:
                     break
                 if buf[pos + 4] != PASS_THROUGH:
                     raise FrameError(f"unsupported frame type {buf[pos + 4]} (no atom cache)")
-                frames.append(_decode_frame(buf, pos + 5, stop))
+                frames.append(_decode_frame(buf, pos + 5, stop, self._recent_controls))
                 pos = stop
         except FrameError as err:
             self.error = str(err)
@@ -74,9 +75,25 @@ class FrameReader:
         return frames, ticks
 
 
-def _decode_frame(buf: bytearray, start: int, stop: int) -> tuple[Any, Any]:
+def _decode_frame(
+    buf: bytearray, start: int, stop: int, recent: dict[bytes, Any] | None = None
+) -> tuple[Any, Any]:
     try:
-        control, pos = decode_from(buf, start)
+        control = _NOT_CACHED
+        if recent:
+            # Streams repeat control messages byte for byte (same sender, same destination).
+            # An ETF term is self-delimiting, so equal bytes at `start` mean an equal term.
+            for raw, cached in recent.items():
+                end = start + len(raw)
+                if end <= stop and buf[start:end] == raw:
+                    control, pos = cached, end
+                    break
+        if control is _NOT_CACHED:
+            control, pos = decode_from(buf, start)
+            if recent is not None and pos - start <= _MAX_CACHED_CONTROL:
+                if len(recent) >= _CONTROL_CACHE_SIZE:
+                    recent.pop(next(iter(recent)))
+                recent[bytes(buf[start:pos])] = control
         if pos > stop:
             raise FrameError("control term runs past the end of its frame")
         message = NO_MESSAGE
@@ -91,6 +108,11 @@ def _decode_frame(buf: bytearray, start: int, stop: int) -> tuple[Any, Any]:
     if type(control) is not tuple or not control or type(control[0]) is not int:
         raise FrameError(f"control message is not a tuple with an opcode: {control!r:.100}")
     return control, message
+
+
+_NOT_CACHED: Any = object()
+_CONTROL_CACHE_SIZE = 4
+_MAX_CACHED_CONTROL = 256
 
 
 def encode_frame(control: tuple, message: Any = NO_MESSAGE) -> bytes:
