@@ -1,0 +1,283 @@
+"""`dspex_failure_predictor`: the probability that a node fails within `horizon_s`.
+
+Evidence per node, each turned into a probability of failing within the horizon, combined as
+independent risks, P = 1 - prod(1 - p_i):
+
+  * **silence** — health reports are heartbeats: a `PhiAccrualDetector` per node scores the
+    silence since the last one; phi is -log10 of the chance the next report is merely late, so
+    p = 1 - 10^-phi. The BEAM detector's phi (`cluster.node.suspect`) counts the same way.
+  * **memory exhaustion** — a least-squares line through the recent memory readings
+    (`os_memory.used_fraction`, else `memory` share; VM `memory.total` against its
+    `memory_limit_mb`) extrapolated to the limit; with the slope's standard error,
+    p = P(the limit is reached within the horizon) under a normal slope estimate, and the
+    expected time to failure is headroom / slope.
+  * **saturation** — CPU or scheduler utilisation pinned near 1 with a growing run queue:
+    p = share of recent reports saturated x `saturation_risk`.
+  * **anomalies** — the health monitor's latest `cluster.health.anomaly` score s:
+    p = s x `anomaly_risk`.
+  * **history** — the node's past downs (`cluster.node.down`): a gamma-Poisson failure rate
+    (prior `prior_failures` per `prior_window_s`), p = 1 - exp(-rate x horizon).
+
+Confidence grows with the number of reports seen (n / (n + 10)). Published when a node's P
+reaches `publish_probability` (again when it moves by 0.1 or every `republish_s`), and once more
+when it falls back below `clear_probability`:
+
+  `cluster.failure.predicted` %{node, probability, horizon_s, time_to_failure_s (nil when no
+  trend says when), confidence, reasons: %{silence, memory, saturation, anomaly, history}}
+
+Calls: `predictions` -> #{Node => the same map}; `{predict, Node}` -> map.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dspex_cluster import signals
+from dspex_cluster.agents import Action, Agent, FunctionSensor, Param, Sensor
+from dspex_cluster.agents.names import FAILURE_PREDICTOR
+from dspex_cluster.agents.skill import Route
+from dspex_cluster.cluster.terms import as_mapping, dig, number
+from dspex_cluster.etf import Atom
+from dspex_cluster.runtime import Caller
+from dspex_cluster.signals import Signal
+from dspex_cluster.skills.failure import PhiAccrualDetector
+
+
+@dataclass
+class FailureConfig:
+    horizon_s: float = 30.0
+    check_interval_s: float = 0.5
+    trend_window: int = 30  # memory readings in the trend
+    min_trend_points: int = 6
+    saturation_risk: float = 0.3
+    anomaly_risk: float = 0.5
+    prior_failures: float = 0.1
+    prior_window_s: float = 86_400.0
+    publish_probability: float = 0.3
+    clear_probability: float = 0.15
+    republish_s: float = 5.0
+    phi_threshold: float = 8.0
+
+
+class NodeRisk:
+    def __init__(self, config: FailureConfig) -> None:
+        self.phi = PhiAccrualDetector(threshold=config.phi_threshold, min_std_dev_s=0.2)
+        self.memory: deque[tuple[float, float]] = deque(maxlen=config.trend_window)
+        self.saturated: deque[bool] = deque(maxlen=10)
+        self.reports = 0
+        self.anomaly = 0.0
+        self.beam_phi = 0.0
+        self.downs: list[float] = []
+        self.first_seen = time.monotonic()
+        self.down = False
+        self.last_published: tuple[float, float] | None = None  # (time, probability)
+        self.prediction: dict[str, Any] = {}
+
+
+def _normal_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def memory_share(data: dict[str, Any]) -> float | None:
+    """Used memory as a share of its limit: the OS's on BEAM nodes, `memory` on Python nodes."""
+    used = dig(data, "os_memory", "used_fraction")
+    if used is not None:
+        return used
+    limit = number(data.get("memory_limit_mb"))
+    total = dig(data, "memory", "total")
+    if limit and total is not None:
+        return total / (limit * 1_048_576)
+    mem = data.get("memory")
+    return number(mem) if not isinstance(mem, dict) else None
+
+
+def exhaustion(points: deque[tuple[float, float]], horizon: float) -> tuple[float, float | None]:
+    """(P(reach 1.0 within horizon), expected seconds to reach it) from a least-squares line."""
+    t = np.array([p[0] for p in points])
+    y = np.array([p[1] for p in points])
+    t = t - t[-1]
+    tc = t - t.mean()
+    sxx = float(tc @ tc)
+    if sxx <= 0:
+        return 0.0, None
+    slope = float(tc @ (y - y.mean())) / sxx
+    resid = y - (y.mean() + slope * tc)
+    dof = max(len(t) - 2, 1)
+    se = math.sqrt(max(float(resid @ resid) / dof, 1e-12) / sxx)
+    headroom = max(1.0 - float(y[-1]), 0.0)
+    needed = headroom / horizon  # the slope that reaches the limit right at the horizon
+    p = _normal_sf((needed - slope) / se)
+    ttf = headroom / slope if slope > 0 else None
+    return p, ttf
+
+
+class FailurePredictor(Agent):
+    def __init__(self, config: FailureConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(FAILURE_PREDICTOR, **kwargs)
+        self.config = config or FailureConfig()
+
+    def setup(self) -> None:
+        self.nodes: dict[Atom, NodeRisk] = {}
+        self.published: list[Signal] = []
+
+    def routes(self) -> list[Route]:
+        return [
+            ("cluster.health.data", self.on_health),
+            ("cluster.health.anomaly", self.on_anomaly),
+            ("cluster.node.*", self.on_membership),
+        ]
+
+    def sensors(self) -> list[Sensor]:
+        return [FunctionSensor("predict", self.config.check_interval_s, self.check)]
+
+    def actions(self) -> list[Action]:
+        return [
+            Action("predictions", lambda a: a.predictions()),
+            Action("predict", lambda a, node: a.predict_one(node), {"node": Param("node", True)}),
+        ]
+
+    async def handle_request(self, request: Any, caller: Caller) -> Any:
+        if request == "predictions":
+            return self.predictions()
+        if isinstance(request, tuple) and len(request) == 2 and request[0] == "predict":
+            return self.predict_one(request[1])
+        return await super().handle_request(request, caller)
+
+    def _risk(self, node: Atom) -> NodeRisk:
+        risk = self.nodes.get(node)
+        if risk is None:
+            risk = self.nodes[node] = NodeRisk(self.config)
+        return risk
+
+    # -- evidence ------------------------------------------------------------------------------
+
+    def on_health(self, signal: Signal) -> None:
+        node = signal.get("node")
+        if not isinstance(node, Atom):
+            return
+        data = as_mapping(signal.data)
+        r = self._risk(node)
+        now = time.monotonic()
+        interval = (number(data.get("interval_ms"), 1000.0) or 1000.0) / 1000.0
+        if r.reports == 0:
+            r.phi.first_heartbeat_estimate_s = interval
+        r.phi.heartbeat(now)
+        r.reports += 1
+        r.down = False
+        mem = memory_share(data)
+        if mem is not None:
+            r.memory.append((now, mem))
+        cpu = number(data.get("os_cpu"))
+        if cpu is None:
+            cpu = dig(data, "scheduler_utilization", "total")
+        if cpu is None:
+            cpu = number(data.get("cpu"))
+        rq = dig(data, "run_queue", "total")
+        r.saturated.append(cpu is not None and cpu >= 0.95 and (rq is None or rq >= 1))
+
+    def on_anomaly(self, signal: Signal) -> None:
+        node, score = signal.get("node"), number(signal.get("score"))
+        if isinstance(node, Atom) and score is not None:
+            self._risk(node).anomaly = score
+
+    def on_membership(self, signal: Signal) -> None:
+        node = signal.get("node")
+        if not isinstance(node, Atom):
+            return
+        r = self._risk(node)
+        event = signal.type.rsplit(".", 1)[-1]
+        if event == "suspect":
+            r.beam_phi = max(r.beam_phi, number(signal.get("phi"), 0.0) or 0.0)
+        elif event == "up":
+            r.beam_phi = 0.0
+            r.down = False
+        elif event == "down" and not r.down:
+            r.down = True
+            r.downs.append(time.monotonic())
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def predict(self, node: Atom, r: NodeRisk, now: float) -> dict[str, Any]:
+        c = self.config
+        phi = max(r.phi.phi(now) if r.reports else 0.0, r.beam_phi)
+        reasons = {"silence": 1.0 - 10.0 ** (-min(phi, 50.0))}
+        ttf: float | None = None
+        if len(r.memory) >= c.min_trend_points:
+            reasons["memory"], ttf = exhaustion(r.memory, c.horizon_s)
+        else:
+            reasons["memory"] = 0.0
+        sat = sum(r.saturated) / len(r.saturated) if r.saturated else 0.0
+        reasons["saturation"] = sat * c.saturation_risk
+        reasons["anomaly"] = r.anomaly * c.anomaly_risk
+        watched = max(now - r.first_seen, 1.0)
+        rate = (c.prior_failures + len(r.downs)) / (c.prior_window_s + watched)
+        reasons["history"] = 1.0 - math.exp(-rate * c.horizon_s)
+        survive = math.prod(1.0 - min(max(p, 0.0), 1.0) for p in reasons.values())
+        probability = 1.0 - survive
+        if phi >= c.phi_threshold:
+            ttf = 0.0  # already silent past the threshold
+        return {
+            "node": node,
+            "probability": probability,
+            "time_to_failure_s": ttf,
+            "confidence": r.reports / (r.reports + 10.0),
+            "reasons": reasons,
+        }
+
+    def check(self, _agent: Agent) -> list[Signal]:
+        c = self.config
+        now = time.monotonic()
+        out: list[Signal] = []
+        for node, r in self.nodes.items():
+            if r.down:
+                continue  # already failed: nothing left to predict until it is back
+            pred = r.prediction = self.predict(node, r, now)
+            p = pred["probability"]
+            last = r.last_published
+            publish = p >= c.publish_probability and (
+                last is None
+                or last[1] < c.publish_probability
+                or abs(p - last[1]) >= 0.1
+                or now - last[0] >= c.republish_s
+            )
+            cleared = last is not None and last[1] >= c.publish_probability
+            if publish or (p < c.clear_probability and cleared):
+                signal = signals.failure_predicted(
+                    str(node),
+                    p,
+                    pred["time_to_failure_s"],
+                    pred["confidence"],
+                    origin=str(self.node.name),
+                    horizon_s=c.horizon_s,
+                    reasons=pred["reasons"],
+                )
+                r.last_published = (now, p)
+                self.published.append(signal)
+                out.append(signal)
+        return out
+
+    def _term(self, pred: dict[str, Any]) -> dict[Atom, Any]:
+        return {
+            Atom("node"): pred["node"],
+            Atom("probability"): round(pred["probability"], 6),
+            Atom("horizon_s"): self.config.horizon_s,
+            Atom("time_to_failure_s"): pred["time_to_failure_s"],
+            Atom("confidence"): round(pred["confidence"], 4),
+            Atom("reasons"): {Atom(k): round(v, 6) for k, v in pred["reasons"].items()},
+        }
+
+    def predictions(self) -> dict[Atom, Any]:
+        now = time.monotonic()
+        return {n: self._term(self.predict(n, r, now)) for n, r in self.nodes.items()}
+
+    def predict_one(self, node: Any) -> Any:
+        r = self.nodes.get(Atom(node))
+        if r is None:
+            return (Atom("error"), Atom("unknown_node"))
+        return self._term(self.predict(Atom(node), r, time.monotonic()))

@@ -1,0 +1,403 @@
+"""`dspex_load_balancer`: learned workload placement for the cluster.
+
+Requests (GenServer calls; `Node` is an atom, maps may have atom or binary keys):
+
+    {place, AgentSpec, Constraints}
+        -> {ok, Node} | {error, no_suitable_nodes}
+        Candidates: BEAM nodes (Python nodes only when `kinds` includes `python`) whose
+        `cluster.load.report` is fresh (5 report intervals), whose
+        status (from `cluster.node.*`) is `up`, and which are not drained. Constraints (keyword
+        list or map) filter exactly as `DSPEx.Clustering.PlacementScore.filter/2`:
+        exclude_nodes, nodes, kinds, min_memory_mb, capabilities, max_cpu, max_agents;
+        `prefer_capabilities` is scored. A map AgentSpec may carry `constraints` (merged under
+        Constraints, as the BEAM front does) and `work` (estimated seconds; default 1.0).
+
+    {advise, AgentSpec, Constraints, Candidates}
+        -> {ok, Node} | no_advice
+        For the BEAM `PlacementAdvisor`: `Candidates` is the list of candidate maps
+        `LoadBalancer.place/2` passes to `advise/4` (node, kind, status, cpu, memory,
+        free_memory_mb, agents, capabilities, rtt_ms, ...), already filtered by the constraints.
+        The answer is always one of those nodes; drained nodes are never chosen (`no_advice`
+        when only drained nodes are left: the BEAM falls back, and should exclude drained nodes
+        itself — `{drained}` lists them). A BEAM-side advisor:
+
+            def advise(spec, constraints, candidates, budget_ms) do
+              GenServer.call({:dspex_load_balancer, py_node},
+                             {:advise, spec, constraints, candidates}, budget_ms)
+            catch :exit, _ -> :no_advice
+            end
+
+    {placement_outcome, Node, TaskFeatures, DurationMs}   (call -> ok, or cast)
+        A task placed on Node finished after DurationMs (start to finish); TaskFeatures is a
+        map with an optional `work` (estimated seconds at speed 1, default 1.0). The model
+        learns the node's speed from work / duration.
+
+    {drain, Node} | {undrain, Node} -> ok         drained   -> [Node]
+    stats -> map (per node: status, fresh, drained, speed estimate, runs, placements,
+             in_flight, cpu, forecast; totals; decision latency)
+    {forecast, Steps} -> #{Node => [cpu forecast 1..Steps]}
+
+Signals consumed: `cluster.load.report`, `cluster.node.*`, `cluster.failure.predicted`
+(probability >= drain_probability drains the node, < undrain_probability undrains it).
+Published: `cluster.rebalance.request` with data `%{nodes: [Node], reason: overload |
+predicted_failure, plan: [%{from: Node, to: Node, agents: N, reason: ...}]}` when a node's load
+(or its forecast) stays above `overload_cpu` for `overload_ticks` forecast ticks while cooler
+nodes exist, and when a drained node still hosts agents (at most once per cooldown per node).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dspex_cluster import signals
+from dspex_cluster.agents import Action, Agent, FunctionSensor, Param, Sensor
+from dspex_cluster.agents.names import LOAD_BALANCER
+from dspex_cluster.agents.skill import Route
+from dspex_cluster.cluster.constraints import capability_match, eligible, merged_constraints
+from dspex_cluster.cluster.terms import as_mapping, atom_list, number
+from dspex_cluster.cluster.view import ClusterView
+from dspex_cluster.etf import Atom
+from dspex_cluster.runtime import Caller
+from dspex_cluster.signals import Signal
+from dspex_cluster.skills.forecast import LoadForecaster
+from dspex_cluster.skills.placement import PlacementModel
+
+OK = Atom("ok")
+ERROR = Atom("error")
+NO_SUITABLE = (ERROR, Atom("no_suitable_nodes"))
+NO_ADVICE = Atom("no_advice")
+
+
+@dataclass
+class LoadBalancerConfig:
+    report_ttl_factor: float = 5.0  # a report is fresh for this many report intervals
+    forecast_interval_s: float = 1.0
+    forecast_steps: int = 5
+    overload_cpu: float = 0.85
+    overload_ticks: int = 3
+    rebalance_cooldown_s: float = 10.0
+    drain_probability: float = 0.5
+    undrain_probability: float = 0.3
+    in_flight_ttl_s: float = 120.0  # a placement with no outcome stops counting after this
+    optimism: float = 0.5
+    drift: float = 0.05
+
+
+class LoadBalancer(Agent):
+    def __init__(self, config: LoadBalancerConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(LOAD_BALANCER, **kwargs)
+        self.config = config or LoadBalancerConfig()
+
+    def setup(self) -> None:
+        c = self.config
+        self.view = ClusterView()
+        self.model = PlacementModel(1, optimism=c.optimism, drift=c.drift)
+        self.index: dict[Atom, int] = {}  # node -> row in the model and the forecaster
+        self.drained: dict[Atom, float] = {}  # node -> the probability that drained it
+        self.in_flight: dict[Atom, deque[float]] = {}
+        self.placements: dict[Atom, int] = {}
+        self.outcomes: deque[tuple[float, Atom, float]] = deque(maxlen=5000)  # (t, node, ms)
+        self.decision_ms: deque[float] = deque(maxlen=5000)
+        self.history: dict[Atom, deque[float]] = {}
+        self._forecaster = LoadForecaster(8)
+        self._fresh_cpu: dict[Atom, float] = {}
+        self._hot: dict[Atom, int] = {}
+        self._last_rebalance: dict[Atom, float] = {}
+        self.rebalances: list[Signal] = []
+
+    # -- agent wiring --------------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        return [
+            ("cluster.load.report", self.on_load_report),
+            ("cluster.node.*", self.on_membership),
+            ("cluster.failure.predicted", self.on_prediction),
+        ]
+
+    def sensors(self) -> list[Sensor]:
+        return [FunctionSensor("forecast", self.config.forecast_interval_s, self.forecast_tick)]
+
+    def actions(self) -> list[Action]:
+        return [
+            Action(
+                "place",
+                lambda a, spec, constraints: a.place(spec, constraints),
+                {"spec": Param("any", default=None), "constraints": Param("any", default=[])},
+            ),
+            Action("stats", lambda a: a.stats()),
+            Action("drain", lambda a, node: a.drain(node), {"node": Param("node", True)}),
+            Action("undrain", lambda a, node: a.undrain(node), {"node": Param("node", True)}),
+        ]
+
+    async def handle_request(self, request: Any, caller: Caller) -> Any:
+        if isinstance(request, tuple) and request:
+            tag, args = request[0], request[1:]
+            if tag == "place" and len(args) == 2:
+                return self.place(*args)
+            if tag == "advise" and len(args) == 3:
+                return self.advise(*args)
+            if tag == "placement_outcome" and len(args) == 3:
+                return self.outcome(*args)
+            if tag == "drain" and len(args) == 1:
+                return self.drain(args[0])
+            if tag == "undrain" and len(args) == 1:
+                return self.undrain(args[0])
+            if tag == "forecast" and len(args) == 1:
+                return self.forecast(int(args[0]))
+        if request == "stats":
+            return self.stats()
+        if request == "drained":
+            return sorted(self.drained)
+        return await super().handle_request(request, caller)
+
+    # -- placement -----------------------------------------------------------------------------
+
+    def place(self, agent_spec: Any, constraints: Any) -> Any:
+        started = time.perf_counter()
+        c = merged_constraints(agent_spec, constraints)
+        now = time.monotonic()
+        candidates = [
+            s.candidate()
+            for s in self.view.nodes.values()
+            if s.fresh(now, self.config.report_ttl_factor) and s.node not in self.drained
+        ]
+        result = self._decide(agent_spec, c, candidates)
+        self.decision_ms.append((time.perf_counter() - started) * 1000.0)
+        return result
+
+    def advise(self, agent_spec: Any, constraints: Any, candidates: Any) -> Any:
+        started = time.perf_counter()
+        c = merged_constraints(agent_spec, constraints)
+        cands = [as_mapping(x) for x in candidates] if isinstance(candidates, list) else []
+        cands = [x for x in cands if isinstance(x.get("node"), Atom)]
+        cands = [x for x in cands if x["node"] not in self.drained]
+        result = self._decide(agent_spec, c, cands)
+        self.decision_ms.append((time.perf_counter() - started) * 1000.0)
+        return result if result[0] == OK else NO_ADVICE
+
+    def _decide(self, agent_spec: Any, c: dict[str, Any], candidates: list[dict[str, Any]]) -> Any:
+        # Python nodes host no BEAM agents: only when `kinds` asks for them
+        python_ok = "python" in atom_list(c.get("kinds"))
+        eligible_ = [
+            x for x in candidates if eligible(x, c) and (python_ok or x.get("kind") != "python")
+        ]
+        if not eligible_:
+            return NO_SUITABLE
+        work = number(as_mapping(agent_spec).get("work")) or number(c.get("work")) or 1.0
+        rows = [self._row(x["node"]) for x in eligible_]
+        n = len(self.index)
+        features = np.zeros((n, 7))
+        features[:, 2] = 1.0  # capacity of rows that are not candidates (masked out)
+        mask = np.zeros(n, dtype=bool)
+        now = time.monotonic()
+        for row, x in zip(rows, eligible_, strict=True):
+            capacity = number(x.get("capacity"), 1.0) or 1.0
+            cpu = min(max(number(x.get("cpu"), 0.0) or 0.0, 0.0), 1.0)
+            rtt = number(x.get("rtt_ms"))
+            features[row] = (
+                cpu,
+                number(x.get("memory"), 0.0),
+                capacity,
+                0.0,
+                self._in_flight(x["node"], now) + cpu * capacity,  # busy slots + our pending
+                capability_match(x, c),
+                0.5 if rtt is None else 1.0 - 1.0 / (1.0 + rtt / 10.0),
+            )
+            mask[row] = True
+        best = self.model.choose(features, {"work": work}, mask)
+        if best < 0:
+            return NO_SUITABLE
+        node = next(x["node"] for row, x in zip(rows, eligible_, strict=True) if row == best)
+        self.in_flight.setdefault(node, deque()).append(now)
+        self.placements[node] = self.placements.get(node, 0) + 1
+        return (OK, node)
+
+    def _row(self, node: Atom) -> int:
+        row = self.index.get(node)
+        if row is None:
+            row = self.index[node] = len(self.index)
+        return row
+
+    def _in_flight(self, node: Atom, now: float) -> int:
+        q = self.in_flight.get(node)
+        if not q:
+            return 0
+        while q and now - q[0] > self.config.in_flight_ttl_s:
+            q.popleft()
+        return len(q)
+
+    # -- learning ------------------------------------------------------------------------------
+
+    def outcome(self, node: Any, task_features: Any, duration_ms: Any) -> Any:
+        ms = number(duration_ms)
+        if not isinstance(node, Atom) or ms is None or ms <= 0:
+            return (ERROR, Atom("badarg"))
+        work = number(as_mapping(task_features).get("work"), 1.0) or 1.0
+        self.model.observe_run(self._row(node), work, ms / 1000.0)
+        q = self.in_flight.get(node)
+        if q:
+            q.popleft()
+        self.outcomes.append((time.monotonic(), node, ms))
+        return OK
+
+    # -- draining ------------------------------------------------------------------------------
+
+    def drain(self, node: Any, probability: float = 1.0) -> Any:
+        self.drained[Atom(node)] = probability
+        return OK
+
+    def undrain(self, node: Any) -> Any:
+        self.drained.pop(Atom(node), None)
+        return OK
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def on_load_report(self, signal: Signal) -> None:
+        state = self.view.on_load_report(signal)
+        if state is not None:
+            self._row(state.node)
+            cpu = number(state.load.get("cpu"))
+            if cpu is not None:
+                self._fresh_cpu[state.node] = cpu
+
+    def on_membership(self, signal: Signal) -> None:
+        changed = self.view.on_membership(signal)
+        if changed is not None:
+            state, before = changed
+            if before == "down" and state.status == "up":
+                self.drained.pop(state.node, None)  # a node back from the dead starts afresh
+
+    def on_prediction(self, signal: Signal) -> None:
+        data = as_mapping(signal.data)
+        node, p = data.get("node"), number(data.get("probability"))
+        if not isinstance(node, Atom) or p is None:
+            return
+        if p >= self.config.drain_probability:
+            self.drained[node] = p
+        elif p < self.config.undrain_probability:
+            self.drained.pop(node, None)
+
+    # -- load history, forecasts, rebalancing --------------------------------------------------
+
+    def forecast_tick(self, _agent: Agent) -> list[Signal]:
+        n = len(self.index)
+        if n == 0:
+            return []
+        if n > self._forecaster.n_nodes:
+            self._forecaster = LoadForecaster(max(2 * n, 8))  # history restarts: rare event
+        loads = np.full(self._forecaster.n_nodes, np.nan)
+        for node, cpu in self._fresh_cpu.items():
+            loads[self.index[node]] = cpu
+            self.history.setdefault(node, deque(maxlen=600)).append(cpu)
+        self._fresh_cpu.clear()
+        self._forecaster.update(loads)
+        return self._rebalance_plan()
+
+    def forecast(self, steps: int) -> dict[Atom, list[float]]:
+        steps = max(1, min(steps, 60))
+        path = self._forecaster.forecast_path(steps)  # (steps, nodes)
+        return {
+            node: [round(float(v), 4) for v in path[:, row]]
+            for node, row in self.index.items()
+            if node in self.history
+        }
+
+    def _rebalance_plan(self) -> list[Signal]:
+        c = self.config
+        now = time.monotonic()
+        fresh = {
+            s.node: s
+            for s in self.view.nodes.values()
+            if s.fresh(now, c.report_ttl_factor) and s.status == "up"
+        }
+        if not fresh:
+            return []
+        next_cpu = self._forecaster.forecast(1)
+        hot: list[Atom] = []
+        for node, s in fresh.items():
+            cpu = number(s.load.get("cpu"), 0.0) or 0.0
+            ahead = float(next_cpu[self.index[node]]) if node in self.index else cpu
+            level = max(cpu, ahead if math.isfinite(ahead) else cpu)
+            self._hot[node] = self._hot.get(node, 0) + 1 if level >= c.overload_cpu else 0
+            if self._hot[node] >= c.overload_ticks:
+                hot.append(node)
+        drained = [n for n in fresh if n in self.drained]
+        targets = sorted(
+            (n for n in fresh if n not in hot and n not in self.drained),
+            key=lambda n: number(fresh[n].load.get("cpu"), 1.0) or 0.0,
+        )
+        cool = c.overload_cpu - 0.2
+        targets = [n for n in targets if (number(fresh[n].load.get("cpu"), 1.0) or 0.0) < cool]
+        plan: list[dict[str, Any]] = []
+        moved: list[Atom] = []
+        for node, reason in [(n, "predicted_failure") for n in drained] + [
+            (n, "overload") for n in hot if n not in drained
+        ]:
+            if now - self._last_rebalance.get(node, -math.inf) < c.rebalance_cooldown_s:
+                continue
+            if not targets:
+                break
+            agents = int(number(fresh[node].load.get("agents"), 0.0) or 0)
+            cpu = number(fresh[node].load.get("cpu"), 0.0) or 0.0
+            # a drained node sheds everything; a hot one the share that brings it down to `cool`
+            share = 1.0 if reason == "predicted_failure" else (cpu - cool) / max(cpu, 1e-9)
+            count = max(1, math.ceil(agents * share)) if agents else 0
+            if count <= 0:
+                continue
+            for i, k in enumerate(_split(count, len(targets))):
+                if k:
+                    plan.append(
+                        {"from": node, "to": targets[i], "agents": k, "reason": Atom(reason)}
+                    )
+            moved.append(node)
+            self._last_rebalance[node] = now
+        if not plan:
+            return []
+        reason = Atom("predicted_failure") if set(moved) <= set(drained) else Atom("overload")
+        signal = signals.rebalance_request(moved, reason, plan, origin=str(self.node.name))
+        self.rebalances.append(signal)
+        return [signal]
+
+    # -- introspection -------------------------------------------------------------------------
+
+    def stats(self) -> dict[Atom, Any]:
+        now = time.monotonic()
+        next_cpu = self._forecaster.forecast(1) if self.index else np.zeros(0)
+        speeds = self.model.speed
+        nodes = {}
+        for node, row in self.index.items():
+            s = self.view.nodes.get(node)
+            nodes[node] = {
+                Atom("status"): s.status if s else Atom("unknown"),
+                Atom("fresh"): bool(s and s.fresh(now, self.config.report_ttl_factor)),
+                Atom("drained"): node in self.drained,
+                Atom("speed"): round(float(speeds[row]), 4) if row < len(speeds) else 1.0,
+                Atom("placements"): self.placements.get(node, 0),
+                Atom("in_flight"): self._in_flight(node, now),
+                Atom("cpu"): number(s.load.get("cpu")) if s else None,
+                Atom("cpu_forecast"): (
+                    round(float(next_cpu[row]), 4) if node in self.history else None
+                ),
+            }
+        ms = np.array(self.decision_ms) if self.decision_ms else np.zeros(1)
+        return {
+            Atom("nodes"): nodes,
+            Atom("placements"): sum(self.placements.values()),
+            Atom("outcomes"): len(self.outcomes),
+            Atom("drained"): sorted(self.drained),
+            Atom("rebalance_requests"): len(self.rebalances),
+            Atom("decision_ms_p50"): round(float(np.percentile(ms, 50)), 4),
+            Atom("decision_ms_p99"): round(float(np.percentile(ms, 99)), 4),
+        }
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """`total` as evenly as possible over `parts` (earlier parts get the remainder)."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]

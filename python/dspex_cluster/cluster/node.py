@@ -1,0 +1,147 @@
+"""A Python agent node: a hidden Erlang node with the four clustering agents registered.
+
+    await run_agent_node("py1@127.0.0.1", cookie, join=["beam1@127.0.0.1"])
+
+starts the node, registers `dspex_load_balancer`, `dspex_health_monitor`,
+`dspex_failure_predictor` and `dspex_performance`, connects to the `join` BEAM nodes (retrying
+until one answers), subscribes the agents' signal routes through a BEAM signal relay (failing over
+between BEAM nodes) and runs until cancelled; then it stops everything it started.
+
+It also exposes the module `dspex_agents` to `:erpc` / `:rpc`:
+`:erpc.call(py, :dspex_agents, :names, [])`, `…:stats, []` (load balancer),
+`…:predictions, []`, `…:scores, []`, `…:report, []`.
+
+`start_agent_node(...)` is the same without the waiting: it returns an `AgentNode` (node, bus,
+agents) to stop with `await agent_node.stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+
+from dspex_cluster.agents import ClusterBus, HostVitalsSensor
+from dspex_cluster.agents.names import EXPOSED_MODULE, PYTHON_AGENTS
+from dspex_cluster.cluster.failure_predictor import FailureConfig, FailurePredictor
+from dspex_cluster.cluster.health_monitor import HealthMonitor, HealthPolicy
+from dspex_cluster.cluster.load_balancer import LoadBalancer, LoadBalancerConfig
+from dspex_cluster.cluster.performance import PerformanceAgent, PerformanceConfig
+from dspex_cluster.etf import Atom
+from dspex_cluster.runtime import Node
+
+log = logging.getLogger("dspex_cluster.cluster")
+
+
+@dataclass
+class AgentSettings:
+    """Tunables of the four agents (defaults suit a development cluster)."""
+
+    load_balancer: LoadBalancerConfig = field(default_factory=LoadBalancerConfig)
+    health: HealthPolicy = field(default_factory=HealthPolicy)
+    failure: FailureConfig = field(default_factory=FailureConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    host_vitals_interval_s: float | None = 2.0  # None: do not report this host's vitals
+
+
+@dataclass
+class AgentNode:
+    node: Node
+    bus: ClusterBus
+    load_balancer: LoadBalancer
+    health_monitor: HealthMonitor
+    failure_predictor: FailurePredictor
+    performance: PerformanceAgent
+
+    async def stop(self) -> None:
+        await self.bus.stop()
+        await self.node.stop()
+
+
+async def start_agent_node(
+    name: str,
+    cookie: str | None = None,
+    join: list[str] | tuple[str, ...] = (),
+    hidden: bool = True,
+    *,
+    cookie_file: str | os.PathLike[str] | None = None,
+    epmd_port: int | None = None,
+    settings: AgentSettings | None = None,
+) -> AgentNode:
+    """Start the node and its agents; returns at once (the relay is acquired in the background;
+    `await agent_node.bus.wait_relay()` waits for it)."""
+    s = settings or AgentSettings()
+    node = Node(name, cookie, hidden, epmd_port, cookie_file=cookie_file)
+    await node.start()
+    try:
+        bus = ClusterBus(node, list(join))
+        bus.start()
+        lb = LoadBalancer(s.load_balancer, bus=bus)
+        await node.spawn(lb, name=lb.name)
+        sensors = []
+        if s.host_vitals_interval_s:
+            sensors.append(HostVitalsSensor(s.host_vitals_interval_s))
+        health = HealthMonitor(s.health, bus=bus, sensors=sensors)
+        await node.spawn(health, name=health.name)
+        failure = FailurePredictor(s.failure, bus=bus)
+        await node.spawn(failure, name=failure.name)
+        perf = PerformanceAgent(s.performance, load_balancer=lb, bus=bus)
+        await node.spawn(perf, name=perf.name)
+    except BaseException:
+        await node.stop()
+        raise
+    agent_node = AgentNode(node, bus, lb, health, failure, perf)
+    _expose(agent_node)
+    return agent_node
+
+
+async def run_agent_node(
+    name: str,
+    cookie: str | None,
+    join: list[str],
+    hidden: bool = True,
+    *,
+    cookie_file: str | os.PathLike[str] | None = None,
+    epmd_port: int | None = None,
+    settings: AgentSettings | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run a Python agent node until cancelled (see the module docstring). `cookie` None reads
+    `cookie_file`, else $ERLANG_COOKIE, else ~/.erlang.cookie. `ready` is set once the agents
+    are registered."""
+    agent_node = await start_agent_node(
+        name,
+        cookie,
+        join,
+        hidden,
+        cookie_file=cookie_file,
+        epmd_port=epmd_port,
+        settings=settings,
+    )
+    log.info("agent node %s up: %s; joining %s", name, ", ".join(PYTHON_AGENTS), join or "-")
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.Event().wait()  # until cancelled
+    finally:
+        await agent_node.stop()
+
+
+def _expose(a: AgentNode) -> None:
+    def names() -> list[Atom]:
+        return [Atom(n) for n in PYTHON_AGENTS]
+
+    a.node.expose(
+        EXPOSED_MODULE,
+        {
+            "names": names,
+            "stats": a.load_balancer.stats,
+            "predictions": a.failure_predictor.predictions,
+            "scores": a.health_monitor.anomaly.scores,
+            "report": a.performance.report,
+        },
+    )
+
+
+__all__ = ["AgentNode", "AgentSettings", "run_agent_node", "start_agent_node"]
