@@ -30,6 +30,9 @@ defmodule DSPEx.Clustering.Discovery.EpmdDiscoveryTest do
     {:ok, state} = Support.pcall(p1, Epmd, :init, [[hosts: ["127.0.0.1"]]])
     {:ok, listed, _} = Support.pcall(p1, Epmd, :discover, [state])
     assert Enum.all?(names, &(&1 in listed))
+    {:ok, state} = Support.pcall(p1, Epmd, :init, [[hosts: [{127, 0, 0, 1}], only: ~r/^ep2n/]])
+    assert {:ok, [only], _} = Support.pcall(p1, Epmd, :discover, [state])
+    assert only == Enum.at(names, 1)
 
     opts = [
       strategies: [{Epmd, hosts: ["127.0.0.1"]}],

@@ -3,7 +3,7 @@ Code.require_file("support.exs", __DIR__)
 defmodule DSPEx.Clustering.Discovery.StaticDiscoveryTest do
   use ExUnit.Case, async: false
 
-  alias DSPEx.Clustering.Discovery.Static
+  alias DSPEx.Clustering.Discovery.{Dns, Static}
   alias DSPEx.Clustering.DiscoveryTest.Support
   alias DSPEx.Clustering.NodeDiscovery
 
@@ -24,7 +24,8 @@ defmodule DSPEx.Clustering.Discovery.StaticDiscoveryTest do
     Support.start_discovery(pb, cluster_name: "static-#{u}")
 
     Support.start_discovery(pa,
-      strategies: [{Static, nodes: [b, "ghost#{u}@127.0.0.1"]}],
+      # the second strategy cannot start (no query): it is reported, the first one still works
+      strategies: [{Static, nodes: [b, "ghost#{u}@127.0.0.1"]}, {Dns, []}],
       interval: 200,
       cluster_name: "static-#{u}"
     )
@@ -39,7 +40,8 @@ defmodule DSPEx.Clustering.Discovery.StaticDiscoveryTest do
     end
 
     topo = Support.pcall(pa, NodeDiscovery, :topology, [])
-    assert [{0, Static}] == Map.keys(topo.strategies)
+    assert %{last: {:ok, 2}} = topo.strategies[{0, Static}]
+    assert %{last: {:error, {:init, {:missing_option, :query}}}} = topo.strategies[{1, Dns}]
     assert topo.members[b].discovered_by == [{0, Static}]
     # the name nobody answers to is backed off, not connected
     assert Support.wait_until(fn ->
@@ -57,7 +59,7 @@ defmodule DSPEx.Clustering.Discovery.StaticDiscoveryTest do
         )
       end)
 
-    assert %{at: %DateTime{}} = left
+    assert %{at: %DateTime{}, detail: :connection_closed} = left
     refute Map.has_key?(Support.pcall(pa, NodeDiscovery, :latency, []), b)
 
     assert [:join, :leave] ==

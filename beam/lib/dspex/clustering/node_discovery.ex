@@ -258,7 +258,7 @@ defmodule DSPEx.Clustering.NodeDiscovery do
   @impl DSPEx.Clustering.Agent
   def init_agent(opts) do
     opts = normalise(opts)
-    :ok = :net_kernel.monitor_nodes(true, node_type: :all)
+    :ok = :net_kernel.monitor_nodes(true, [:nodedown_reason, node_type: :all])
 
     state = %{
       name: Keyword.get(opts, :name, @default_name),
