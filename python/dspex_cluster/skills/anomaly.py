@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from dspex_cluster.skills.anomaly_feature import VIEW_NAMES, FeatureModel, RarityConfig
+from dspex_cluster.skills.anomaly_feature import VIEW_NAMES, FeatureBank, RarityConfig
 from dspex_cluster.skills.anomaly_window import CHUNK
 
 # The default alert threshold: the score NAB's standard profile favours for this detector on the
@@ -80,7 +80,7 @@ class AnomalyDetector:
         self.repeat_factor = repeat_factor
         self.damping = damping
         self.threshold = threshold
-        self._features = [FeatureModel(self.config) for _ in range(n_features)]
+        self._bank = FeatureBank(self.config, n_features)
         self._last = np.zeros(n_features)  # last finite value per feature (fills NaN)
         self._seen = 0  # rows processed so far
         self._recent_p = np.ones(0)  # combined p-values of the last quiet_rows rows
@@ -136,7 +136,7 @@ class AnomalyDetector:
     @property
     def periods(self) -> dict[str, int]:
         """The seasonal period (rows) found for each feature; 0 = none."""
-        return {n: fm.period for n, fm in zip(self.feature_names, self._features, strict=True)}
+        return dict(zip(self.feature_names, self._bank.periods, strict=True))
 
     @property
     def last_score(self) -> float:
@@ -166,18 +166,15 @@ class AnomalyDetector:
 
     def _score_block(self, block: NDArray[np.float64]) -> NDArray[np.float64]:
         # Season checks happen at fixed absolute rows: split the block there.
-        check = self._features[0].next_season_check(self._seen)
+        check = self._bank.next_season_check(self._seen)
         if self._seen < check < self._seen + block.shape[0]:
             cut = check - self._seen
             return np.concatenate((self._score_block(block[:cut]), self._score_block(block[cut:])))
         if self._seen == check:
-            for fm in self._features:
-                fm.check_season(self._seen)
+            self._bank.check_season(self._seen)
         b = block.shape[0]
-        view_p = np.stack(
-            [fm.p_values(block[:, f], self._seen) for f, fm in enumerate(self._features)], axis=1
-        )  # rows x features x views
-        views = sum(fm.active_views for fm in self._features)
+        view_p = self._bank.p_values(block, self._seen)  # rows x features x views
+        views = self._bank.active_views
         p = np.minimum(1.0, view_p.min(axis=(1, 2)) * (1.0 + np.log(views)))
         p_eff = self._damp_repeats(p)
         scores = 1.0 / (1.0 + p_eff / self.p_scale)

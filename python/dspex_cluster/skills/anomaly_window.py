@@ -78,44 +78,41 @@ class SortedWindow:
 
 
 class EwMoments:
-    """Exponentially weighted mean and variance (bias-corrected), causal, with carried state.
+    """Exponentially weighted mean and variance (bias-corrected) of several series at once.
 
-    For each row it returns the mean and standard deviation *before* that row, so a row is always
-    judged against the past only.
+    Causal with carried state: for each row of a (rows, series) block it returns the mean and
+    standard deviation *before* that row, so a row is always judged against the past only.
     """
 
-    def __init__(self, halflife: float) -> None:
+    def __init__(self, halflife: float, series: int) -> None:
         self.alpha = 1.0 - 0.5 ** (1.0 / halflife)
         self._a = np.array([1.0, -(1.0 - self.alpha)])
         self._b = np.array([self.alpha])
-        self.mean_num = 0.0  # EW sum of values
-        self.var_num = 0.0  # EW sum of squared innovations
-        self.weight = 0.0  # EW sum of ones (bias correction)
-        self.var_weight = 0.0
-        self.last_mean: float | None = None
+        self.mean_num = np.zeros(series)  # EW sums of values
+        self.var_num = np.zeros(series)  # EW sums of squared innovations
+        self.weight = 0.0  # EW sum of ones (bias correction), the same for every series
+        self.last_mean: NDArray[np.float64] | None = None
 
-    def _run(self, x: NDArray[np.float64], state: float) -> NDArray[np.float64]:
-        y, _ = lfilter(self._b, self._a, x, zi=np.array([(1.0 - self.alpha) * state]))
+    def _run(self, x: NDArray[np.float64], state: NDArray[np.float64]) -> NDArray[np.float64]:
+        zi = ((1.0 - self.alpha) * state)[None, :]
+        y, _ = lfilter(self._b, self._a, x, axis=0, zi=zi)
         return np.asarray(y)
 
     def before(self, x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """(mean, std) of the series just before each row of the block x; then absorbs x."""
-        n = x.size
-        ones = np.ones(n)
+        """(mean, std) of each series just before each row of the block x; then absorbs x."""
+        wts = self._run(np.ones((x.shape[0], 1)), np.array([self.weight]))
         num = self._run(x, self.mean_num)
-        wts = self._run(ones, self.weight)
         mean_after = num / wts
-        first = x[0] if self.last_mean is None else self.last_mean
-        mean_before = np.concatenate(([first], mean_after[:-1]))
+        first = x[:1] if self.last_mean is None else self.last_mean[None, :]
+        mean_before = np.concatenate((first, mean_after[:-1]))
         innov = (x - mean_before) ** 2
         if self.last_mean is None:
             innov[0] = 0.0  # the first row has nothing to deviate from
         vnum = self._run(innov, self.var_num)
-        vwts = self._run(ones, self.var_weight)
-        var_after = vnum / vwts
-        prev_var = self.var_num / self.var_weight if self.var_weight > 0 else 0.0
-        var_before = np.concatenate(([prev_var], var_after[:-1]))
-        self.mean_num, self.weight = float(num[-1]), float(wts[-1])
-        self.var_num, self.var_weight = float(vnum[-1]), float(vwts[-1])
-        self.last_mean = float(mean_after[-1])
+        var_after = vnum / wts
+        prev_var = self.var_num / self.weight if self.weight > 0 else np.zeros_like(self.var_num)
+        var_before = np.concatenate((prev_var[None, :], var_after[:-1]))
+        self.mean_num, self.var_num = num[-1].copy(), vnum[-1].copy()
+        self.weight = float(wts[-1, 0])
+        self.last_mean = mean_after[-1].copy()
         return mean_before, np.sqrt(var_before)
