@@ -774,6 +774,8 @@ def encode(term: Any, *, compressed: bool | int = False) -> bytes:
         _encode_term(out, term, 0)
     except RecursionError:
         raise ETFError("term nested too deeply to encode") from None
+    except UnicodeEncodeError as exc:  # a str holding a lone surrogate
+        raise ETFError(f"cannot encode text as UTF-8: {exc}") from None
     if compressed is False or compressed == 0 and type(compressed) is int:
         return bytes(out)
     level = 6 if compressed is True else int(compressed)
