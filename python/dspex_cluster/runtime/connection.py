@@ -54,6 +54,7 @@ class DistConnection(asyncio.Protocol):
         self.sent_since_tick = False
         self.received_since_tick = False
         self.missed_ticks = 0
+        self._dispatching = False
 
     def __repr__(self) -> str:
         side = "out" if self.initiator else "in"
@@ -186,24 +187,38 @@ class DistConnection(asyncio.Protocol):
         if ticks:
             self.send_frame(TICK_FRAME)
         dispatch = self.node._dispatcher.dispatch
-        for control, message in frames:
-            if self.closed:
-                return
-            try:
-                dispatch(self, control, message)
-            except Exception as err:  # a malformed control message: drop this one connection
-                log.debug("dispatch failure", exc_info=True)
-                self.abort(f"malformed control message {control!r:.120}: {err!r}")
-                return
+        self._dispatching = True
+        try:
+            for control, message in frames:
+                if self.closed:
+                    return
+                try:
+                    dispatch(self, control, message)
+                except Exception as err:  # a malformed control message: drop this connection
+                    log.debug("dispatch failure", exc_info=True)
+                    self.abort(f"malformed control message {control!r:.120}: {err!r}")
+                    return
+        finally:
+            self._dispatching = False
+            if self._wbuf and self._flush_handle is None:
+                self._flush()
         if reader.error is not None:
             self.abort(reader.error)
 
     def send_frame(self, frame: bytes) -> None:
+        """The first frame of an event-loop iteration goes out at once (latency); later ones are
+        collected and written together at the end of the iteration (throughput)."""
         if self.closed:
             return
-        self._wbuf.append(frame)
-        if self._flush_handle is None:
+        if self._dispatching:
+            self._wbuf.append(frame)  # written in one go when this read's frames are handled
+        elif self._flush_handle is None:
+            if self.transport is not None:
+                self.transport.write(frame)
+                self.sent_since_tick = True
             self._flush_handle = self.node.loop.call_soon(self._flush)
+        else:
+            self._wbuf.append(frame)
 
     def _flush(self) -> None:
         self._flush_handle = None
