@@ -18,12 +18,12 @@ memory it needs) and ``network_cost_s`` (seconds added per unit of network dista
 and an explicit ``feasible_mask`` combine: a node is a candidate only if every one holds.
 
 ``PlacementModel`` is the learned policy. It keeps one log-speed estimate per node, learned from
-observed run times (``observe``: speed sample = work / run time) with a forgetting factor so it
-tracks a node that slows down or recovers, and chooses the node with the smallest predicted
-completion time: expected wait (backlog / (capacity x speed) once every slot is busy) plus the
-task's work / speed. Exploration is optimism under uncertainty: a node's speed is inflated by
-``optimism / sqrt(1 + n_eff)``, where the effective observation count ``n_eff`` decays while the
-node goes unobserved, so unknown or long-unseen nodes get tried again.
+observed run times (``observe``: speed sample = work / run time) by a Kalman filter whose state
+drifts, so it tracks a node that slows down or recovers, and chooses the node with the smallest
+predicted completion time: expected wait (backlog / (capacity x speed) once every slot is busy)
+plus the task's work / speed. Exploration is optimism under uncertainty: a node's speed is taken
+at ``exp(mean + optimism x std)`` of its log-speed estimate, and the variance grows while the node
+goes unobserved, so unknown or long-unseen nodes get tried again.
 
 The static baselines (``RoundRobinPolicy``, ``RandomPolicy``, ``LeastLoadedPolicy``,
 ``PowerOfTwoPolicy``, ``WeightedScorePolicy``) share the same ``choose``/``scores`` API.
@@ -293,9 +293,14 @@ class WeightedScorePolicy(_StaticPolicy):
 class PlacementModel:
     """Learned placement: per-node speed learned online from run times, chosen by predicted finish.
 
-    ``forgetting`` is the smallest learning rate of the per-node log-speed average (the weight of
-    the newest observation once a node has been seen often), so an estimate follows a node that
-    slows down within a few observations. ``optimism`` scales the exploration bonus.
+    Each node's log-speed follows a random walk, estimated by a scalar Kalman filter per node:
+    ``drift`` is the walk's variance per run observed on the node and per round of observations it
+    misses (a round = as many observations as there are nodes), so an estimate follows a node that
+    slows down or recovers, and a node left unobserved grows uncertain again. The observation
+    noise (how far one work / run-time sample strays, e.g. from rough work estimates) is learned
+    online from the innovations: with exact work one run re-estimates a node, with rough work many
+    runs are averaged, and the estimates are shrunk toward the typical task (``effective_work``).
+    ``optimism`` scales the exploration bonus: speeds are taken at ``exp(mean + optimism * std)``.
     """
 
     name = "learned"
@@ -305,17 +310,22 @@ class PlacementModel:
         n_nodes: int | None = None,
         *,
         seed: int = 0,
-        forgetting: float = 0.3,
-        optimism: float = 0.5,
+        drift: float = 0.01,
+        optimism: float = 0.2,
         prior_speed: float = 1.0,
+        prior_var: float = 1.0,
     ) -> None:
-        if not 0.0 < forgetting <= 1.0:
-            raise ValueError("forgetting must be in (0, 1]")
-        self.forgetting = float(forgetting)
+        if drift < 0.0 or prior_var <= 0.0 or prior_speed <= 0.0:
+            raise ValueError("need drift >= 0, prior_var > 0, prior_speed > 0")
+        self.drift = float(drift)
         self.optimism = float(optimism)
         self.prior_speed = float(prior_speed)
+        self.prior_var = float(prior_var)
+        self.noise_var = 0.01  # observation noise of one log-speed sample, learned in observe
         self._rng = np.random.default_rng(seed)
         self._mean_work = 1.0  # running mean of observed work: a stand-in backlog per queued task
+        self._log_work_mean = 0.0  # running mean and variance of log work estimates (shrinkage)
+        self._log_work_var = 0.0
         self._n = 0
         self._obs = 0
         if n_nodes is not None:
@@ -334,8 +344,9 @@ class PlacementModel:
             return out
 
         self._log_speed = grow(getattr(self, "_log_speed", None), math.log(self.prior_speed))
-        self._n_eff = grow(getattr(self, "_n_eff", None), 0.0)
+        self._var = grow(getattr(self, "_var", None), self.prior_var)
         self._last_obs = grow(getattr(self, "_last_obs", None), 0.0)
+        self._runs = grow(getattr(self, "_runs", None), 0.0)
         self._last_duration = grow(getattr(self, "_last_duration", None), np.nan)
         self._n = n
         self._dirty = True
@@ -345,16 +356,17 @@ class PlacementModel:
         """Point estimate of each node's speed (work seconds done per second, per slot)."""
         return np.exp(self._log_speed)
 
+    def _var_now(self) -> FloatArray:
+        age = (self._obs - self._last_obs) / max(self._n, 1)  # rounds since the node's last run
+        return np.minimum(self._var + self.drift * age, self.prior_var)
+
     def _refresh(self) -> None:
         """Recompute the optimistic speeds once per batch of observations, not per decision."""
-        n = self._n
-        age = (self._obs - self._last_obs) / max(n, 1)  # observations each node missed, on average
-        n_now = self._n_eff * (1.0 - self.forgetting) ** age
-        self._uncertainty = 1.0 / np.sqrt(1.0 + n_now)
+        self._std = np.sqrt(self._var_now())
         self._speed_pt = np.exp(self._log_speed)
-        self._speed_opt = self._speed_pt * (1.0 + self.optimism * self._uncertainty)
+        self._speed_opt = np.exp(self._log_speed + self.optimism * self._std)
         # relative jitter far below any real difference: breaks exact ties without a bias to node 0
-        self._jitter = 1.0 + self._rng.random(n) * 1e-9
+        self._jitter = 1.0 + self._rng.random(self._n) * 1e-9
         self._dirty = False
 
     # ---- learning ----------------------------------------------------------------------------
@@ -374,21 +386,61 @@ class PlacementModel:
         self.observe_run(int(node_idx), work, float(duration_s))
 
     def observe_run(self, node_idx: int, work: float, duration_s: float) -> None:
+        """``observe`` without the mapping: node, work estimate (speed-1 seconds), run time (s).
+
+        The speed sample uses the shrunk work (``effective_work``), not the raw estimate: a node
+        sent mostly tasks whose estimates look small would otherwise look slow (small estimates
+        are underestimates on average) and stop being chosen.
+        """
         if node_idx >= self._n:
             self._resize(node_idx + 1)
         if not (duration_s > 0.0 and work > 0.0):
             return
         i = node_idx
         age = (self._obs - self._last_obs[i]) / self._n
-        n_now = self._n_eff[i] * (1.0 - self.forgetting) ** age
-        rate = max(1.0 / (n_now + 1.0), self.forgetting)
-        self._log_speed[i] += rate * (math.log(work / duration_s) - self._log_speed[i])
-        self._n_eff[i] = n_now + 1.0
+        # the walk moves once per run of this node and once per round it went unobserved
+        var = min(self._var[i] + self.drift * (1.0 + age), self.prior_var)
+        log_est = math.log(work)
+        log_run = math.log(duration_s)
+        if self._runs[i] > 0:  # raw-estimate innovations measure the estimates' noise
+            raw = log_est - log_run - self._log_speed[i]
+            self.noise_var += 0.02 * (max(raw * raw - var, 0.0) - self.noise_var)
+        keep = self._keep()
+        mu = self._log_work_mean
+        innovation = mu + keep * (log_est - mu) - log_run - self._log_speed[i]
+        gain = var / (var + keep * self.noise_var + 1e-12)
+        self._log_speed[i] += gain * innovation
+        self._var[i] = (1.0 - gain) * var
+        self._runs[i] += 1.0
         self._obs += 1
         self._last_obs[i] = self._obs
         self._last_duration[i] = duration_s
-        self._mean_work += (work - self._mean_work) / min(self._obs, 1000)
+        rate = 1.0 / min(self._obs, 1000)
+        self._mean_work += (work - self._mean_work) * rate
+        dev = log_est - self._log_work_mean
+        self._log_work_mean += dev * rate
+        self._log_work_var += (dev * dev * (1.0 - rate) - self._log_work_var) * rate
         self._dirty = True
+
+    def _keep(self) -> float:
+        """Share of an estimate's log-distance from the mean that is signal, in [0, 1]."""
+        if self._obs < 30 or self._log_work_var <= 0.0:
+            return 1.0
+        keep = 1.0 - self.noise_var / self._log_work_var
+        return 1.0 if keep >= 0.99 else max(keep, 0.0)
+
+    def effective_work(self, work: float) -> float:
+        """The work to plan with, given an estimate: shrunk toward the typical task in log space.
+
+        Empirical Bayes: log-estimates spread by var(log work) + noise, and the raw innovations of
+        the speed filter measure the noise, so an estimate keeps the share 1 - noise / spread of
+        its distance from the mean. Exact estimates (noise ~ 0) pass through unchanged.
+        """
+        keep = self._keep()
+        if keep == 1.0:
+            return work
+        mu = self._log_work_mean
+        return math.exp(mu + keep * (math.log(work) - mu))
 
     # ---- scoring -----------------------------------------------------------------------------
     def predict_completion(
@@ -421,7 +473,7 @@ class PlacementModel:
         work = 1.0
         net = None
         if task_features:
-            work = float(task_features.get("work", 1.0))
+            work = self.effective_work(float(task_features.get("work", 1.0)))
             cost = task_features.get("network_cost_s")
             if cost:
                 net = cost * f[:, NETWORK]
@@ -451,12 +503,20 @@ class PlacementModel:
         mask = feasible_nodes(node_features, task_features, feasible_mask)
         return _argbest(pred * self._jitter[: pred.shape[0]], mask)
 
-    def choose_from_state(
-        self, capacity: FloatArray, queue: FloatArray, backlog: FloatArray, work: float
-    ) -> int:
-        """``choose`` for callers that already hold the three columns (the simulator)."""
-        pred = self.predict_completion(capacity, queue, backlog, work)
+    def choose_by_ready(self, ready_at: FloatArray, now: float, work: float) -> int:
+        """Choose by predicted finish when the caller tracks each node's next free slot.
+
+        ``ready_at``: per node, the time a slot is predicted to free up (the simulator keeps a
+        virtual FIFO schedule per node); the task finishes at max(ready, now) + work / speed.
+        """
+        if self._dirty:
+            self._refresh()
+        pred = np.maximum(ready_at, now) + work / self._speed_opt
         return int(np.argmin(pred * self._jitter))
+
+    def speed_estimate(self, node_idx: int) -> float:
+        """Point estimate of one node's speed."""
+        return math.exp(self._log_speed[node_idx])
 
     def explain(
         self, node_idx: int, node_features: FloatArray, task_features: TaskFeatures = None
@@ -475,8 +535,8 @@ class PlacementModel:
             "feasible": True if mask is None else bool(mask[i]),
             "speed_estimate": float(self._speed_pt[i]),
             "speed_optimistic": s_opt,
-            "uncertainty": float(self._uncertainty[i]),
-            "observations_effective": float(self._n_eff[i]),
+            "log_speed_std": float(self._std[i]),
+            "runs_observed": int(self._runs[i]),
             "last_run_s": float(self._last_duration[i]),
             "expected_wait_s": wait,
             "expected_run_s": work / s_opt,

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from heapq import heappop, heappush
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from heapq import heapify, heappop, heappush, heapreplace
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ from .placement import (
 # Extra simulator-only reference policies (not in POLICIES): ablations for the benchmark.
 EXTRA_POLICIES = ("least_loaded_tracked",)
 
-Completion = tuple[int, float, float]  # (node, work estimate, run time in seconds)
+Completion = tuple[int, int, float, float]  # (node, task, work estimate, run time in seconds)
 FloatArray = NDArray[np.float64]
 
 
@@ -68,6 +68,7 @@ class _StaticAdapter:
         busy: FloatArray,
         elapsed: FloatArray,
         done: list[Completion],
+        running: Callable[[int], dict[int, float]],
     ) -> None:
         f = self.features
         f[:, QUEUE] = counts
@@ -77,7 +78,7 @@ class _StaticAdapter:
             arr = np.asarray(done)
             nodes = arr[:, 0].astype(int)
             cnt = np.bincount(nodes, minlength=f.shape[0])
-            tot = np.bincount(nodes, weights=arr[:, 2], minlength=f.shape[0])
+            tot = np.bincount(nodes, weights=arr[:, 3], minlength=f.shape[0])
             seen = cnt > 0
             f[seen, LATENCY] = tot[seen] / cnt[seen]
 
@@ -85,7 +86,7 @@ class _StaticAdapter:
         self.features[i, QUEUE] = count
         self.features[i, LOAD] = busy / self.cores[i]
 
-    def choose(self, t: float, work: float) -> int:
+    def choose(self, t: float, k: int, work: float) -> int:
         return int(self.policy.choose(self.features))
 
 
@@ -108,24 +109,26 @@ class _TrackedLeastLoaded:
         busy: FloatArray,
         elapsed: FloatArray,
         done: list[Completion],
+        running: Callable[[int], dict[int, float]],
     ) -> None:
         self.count = counts.copy()
         self._jitter = self.rng.random(counts.shape[0]) * 0.5 / self.cores.max()
 
-    def choose(self, t: float, work: float) -> int:
+    def choose(self, t: float, k: int, work: float) -> int:
         i = int(np.argmin(self.count / self.cores + self._jitter))
         self.count[i] += 1.0
         return i
 
 
 class _LearnedAdapter:
-    """Runs ``PlacementModel`` with the placer's own bookkeeping.
+    """Runs ``PlacementModel`` with the placer's own bookkeeping: a virtual FIFO schedule per node.
 
-    Per node it tracks the tasks it placed and has not yet seen finish (count and summed work
-    estimates) and an estimated backlog of remaining work. At each report it learns from the
-    finished tasks' run times and re-anchors the backlog: outstanding work minus the work the
-    running tasks have done (their elapsed run time x estimated speed). Between reports the backlog
-    drains at the estimated speed on the busy slots.
+    The placer knows the tasks it placed and their work estimates. Per node it predicts when each
+    slot frees up: running tasks (start times come with the reports, as pod start times do) finish
+    at start + work / estimated speed, queued tasks follow in FIFO order. A new task is predicted to
+    finish at max(earliest free slot, now) + work / speed; the model picks the earliest. A node's
+    schedule is rebuilt when a report brings its finished runs (new speed estimate, freed slots)
+    or shows it busier than predicted (a slot predicted free is still taken).
     """
 
     def __init__(
@@ -133,11 +136,11 @@ class _LearnedAdapter:
     ) -> None:
         n = len(cores)
         self.model = PlacementModel(n, seed=seed, **options)
-        self.cores = np.asarray(cores, dtype=float)
-        self.count = np.zeros(n)
-        self.outstanding = np.zeros(n)
-        self.backlog = np.zeros(n)
-        self.anchor_t = 0.0
+        self.cores = list(cores)
+        self.cores_arr = np.asarray(cores, dtype=float)
+        self.slots: list[list[float]] = [[0.0] * c for c in cores]  # heaps of free times
+        self.ready = np.zeros(n)
+        self.outstanding: list[dict[int, float]] = [{} for _ in range(n)]  # in placement order
         self.uses_reports = True
         self.live = False
         self.report_each_decision = fresh
@@ -149,25 +152,45 @@ class _LearnedAdapter:
         busy: FloatArray,
         elapsed: FloatArray,
         done: list[Completion],
+        running: Callable[[int], dict[int, float]],
     ) -> None:
         observe = self.model.observe_run
-        for i, w, run_s in done:
+        touched = set()
+        for i, k, w, run_s in done:
             observe(i, w, run_s)
-            self.count[i] -= 1.0
-            self.outstanding[i] -= w
-        self.backlog = np.maximum(self.outstanding - self.model.speed * elapsed, 0.0)
-        self.anchor_t = t
+            del self.outstanding[i][k]
+            touched.add(i)
+        late = np.flatnonzero((self.ready <= t) & (busy >= self.cores_arr))
+        touched.update(late.tolist())
+        for i in touched:
+            self._rebuild(i, t, running(i))
 
-    def choose(self, t: float, work: float) -> int:
-        dt = t - self.anchor_t
-        if dt > 0.0:
-            drain = self.model.speed * np.minimum(self.count, self.cores) * dt
-            np.maximum(self.backlog - drain, 0.0, out=self.backlog)
-            self.anchor_t = t
-        i = self.model.choose_from_state(self.cores, self.count, self.backlog, work)
-        self.count[i] += 1.0
-        self.outstanding[i] += work
-        self.backlog[i] += work
+    def _rebuild(self, i: int, t: float, started: dict[int, float]) -> None:
+        s = self.model.speed_estimate(i)
+        slots: list[float] = []
+        queued: list[float] = []
+        for k, w in self.outstanding[i].items():
+            st = started.get(k)
+            if st is None:
+                queued.append(w)
+            else:
+                ran = t - st
+                # a run longer than predicted: expect it to go on a while (a quarter of its age)
+                slots.append(t + max(w / s - ran, 0.25 * ran))
+        slots.extend([t] * (self.cores[i] - len(slots)))
+        heapify(slots)
+        for w in queued:
+            heapreplace(slots, max(slots[0], t) + w / s)
+        self.slots[i] = slots
+        self.ready[i] = slots[0]
+
+    def choose(self, t: float, k: int, work: float) -> int:
+        work = self.model.effective_work(work)
+        i = self.model.choose_by_ready(self.ready, t, work)
+        slots = self.slots[i]
+        heapreplace(slots, max(slots[0], t) + work / self.model.speed_estimate(i))
+        self.ready[i] = slots[0]
+        self.outstanding[i][k] = work
         return i
 
 
@@ -208,8 +231,9 @@ def simulate(
     ``work_estimate_noise``: the placer sees ``work * exp(sigma * z)`` instead of the true work.
 
     Returns ``mean_s``, ``p50_s``, ``p99_s`` (time from arrival to completion), ``max_queue`` (the
-    most tasks ever waiting, not yet started, at one node), ``tasks`` (how many were measured) and,
-    with ``return_latencies``, ``latencies_s`` (per measured task, in arrival order).
+    most tasks ever waiting, not yet started, at one node), ``tasks`` (how many were measured),
+    ``p99_stretch`` (99th percentile of latency / work) and, with ``return_latencies``,
+    ``latencies_s`` (per measured task, in arrival order).
     """
     speed = [float(nd.get("speed", 1.0)) for nd in nodes]
     cores = [int(nd.get("cores", 1)) for nd in nodes]
@@ -266,11 +290,14 @@ def simulate(
     max_queue = 0
     next_report = 0.0 if reporting and not fresh else math.inf
 
+    def running_starts(i: int) -> dict[int, float]:
+        return {k: start[k] for k in running[i]}
+
     def report(t: float) -> None:
         nonlocal done
         b = np.array(busy, dtype=float)
         elapsed = b * t - np.array(start_sum)
-        adapter.on_report(t, np.array(in_system, dtype=float), b, elapsed, done)
+        adapter.on_report(t, np.array(in_system, dtype=float), b, elapsed, done, running_starts)
         done = []
 
     inf = math.inf
@@ -296,7 +323,7 @@ def simulate(
             running[i].discard(k)
             start_sum[i] -= start[k]
             if collect:
-                done.append((i, est[k], t - start[k]))
+                done.append((i, k, est[k], t - start[k]))
             q = queues[i]
             if q:
                 k2 = q.popleft()
@@ -330,7 +357,7 @@ def simulate(
                 next_report = last + interval
             elif adapter.report_each_decision:
                 report(t)
-            i = choose(t, est[k])
+            i = choose(t, k, est[k])
             node_of[k] = i
             in_system[i] += 1
             if busy[i] < cores[i]:
@@ -355,6 +382,8 @@ def simulate(
         "p99_s": float(p99),
         "max_queue": int(max_queue),
         "tasks": int(measured.size),
+        # latency per second of work: how much longer than alone on a speed-1 slot
+        "p99_stretch": float(np.percentile(measured / tk[order, 1][skip:], 99.0)),
     }
     if return_latencies:
         out["latencies_s"] = measured
