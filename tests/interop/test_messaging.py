@@ -199,3 +199,22 @@ async def test_alias_send_both_ways(beam: ErlNode, py: Node) -> None:
     py.send((Atom("relay"), Atom(beam.name)), (Atom("alias"), my_alias))
     assert await task == "ok"
     assert await asyncio.wait_for(inbox.got.get(), 5) == "via_beam_alias"
+
+
+async def test_exposing_a_module_exposes_only_its_own_public_functions(
+    beam: ErlNode, py: Node, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "exposed_sample.py").write_text(
+        "from os import system  # noqa: F401\n\n"
+        "def double(x):\n    return 2 * x\n\n"
+        "def _private():\n    return 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    module = importlib.import_module("exposed_sample")
+    py.expose("sample", module)
+    assert await beval(beam, f"erpc:call('{py.name}', sample, double, [21])") == 42
+    for fun in ("system", "_private"):
+        got = await beval(beam, f"rpc:call('{py.name}', sample, '{fun}', [\"true\"])")
+        assert got[0] == "badrpc" and got[1][1][0] == "undef"

@@ -546,10 +546,20 @@ class Node:
         if isinstance(module_or_mapping, Mapping):
             funs = {str(k): v for k, v in module_or_mapping.items() if callable(v)}
         else:
+            # Only what the module itself defines (or lists in __all__): a name it imported,
+            # say `from os import system`, is not part of what it exposes.
+            module = module_or_mapping
+            public = getattr(module, "__all__", None)
             funs = {
                 k: v
-                for k, v in vars(module_or_mapping).items()
-                if callable(v) and not k.startswith("_") and not isinstance(v, type)
+                for k, v in vars(module).items()
+                if callable(v)
+                and not isinstance(v, type)
+                and (
+                    k in public
+                    if public is not None
+                    else not k.startswith("_") and getattr(v, "__module__", None) == module.__name__
+                )
             }
         self._exposed[str(module_name)] = funs
 
