@@ -118,15 +118,17 @@ def _read_atom(st: _State, pos: int, special: bool) -> tuple[Any, int]:
             _atom_cache.clear()
         _atom_cache[key] = atom
         hit = atom
+    elif len(hit) > st.limits.max_atom_chars:
+        raise _fail(f"atom longer than {st.limits.max_atom_chars} characters", start)
     if special:
         value = _SPECIAL_ATOMS.get(hit, hit)
         return value, start + n
     return hit, start + n
 
 
-def _read_small_uint(st: _State, pos: int, what: str) -> tuple[int, int]:
-    """An integer term that must be non-negative (fun fields): SMALL_INTEGER or INTEGER."""
-    value, end = _term(st, pos, 0)
+def _read_small_uint(st: _State, pos: int, depth: int, what: str) -> tuple[int, int]:
+    """An integer term that must be non-negative (fun fields)."""
+    value, end = _term(st, pos, depth)
     if type(value) is not int or value < 0:
         raise _fail(f"{what} must be a non-negative integer", pos)
     return value, end
@@ -383,8 +385,8 @@ def _d_new_fun(st: _State, pos: int, depth: int) -> tuple[Any, int]:
         raise _fail(f"NEW_FUN_EXT with {num_free} free variables cannot fit", pos)
     _spend(st, num_free, pos)
     module, p = _read_atom(st, p, False)
-    old_index, p = _read_small_uint(st, p, "NEW_FUN_EXT OldIndex")
-    old_uniq, p = _read_small_uint(st, p, "NEW_FUN_EXT OldUniq")
+    old_index, p = _read_small_uint(st, p, depth + 1, "NEW_FUN_EXT OldIndex")
+    old_uniq, p = _read_small_uint(st, p, depth + 1, "NEW_FUN_EXT OldUniq")
     pid, p = _read_pid(st, p)
     free: list[Any] = []
     for _ in range(num_free):
@@ -465,7 +467,9 @@ def decode_from(
         raise ETFError("term nested too deeply for the Python stack") from None
 
 
-def _decode_compressed(buf: Any, offset: int, limits: DecodeLimits) -> tuple[Any, int]:
+def _inflate(buf: Any, offset: int, limits: DecodeLimits) -> tuple[bytes, int]:
+    """Inflate the compressed term (131, 80, Size:32, zlib) at `offset`; return the inner term's
+    bytes (starting at its tag) and the offset just after the zlib stream. Shared with _cetf."""
     if len(buf) - offset < 6:
         raise _fail("truncated compressed term header", offset)
     size = _u32(buf, offset + 2)[0]
@@ -482,14 +486,18 @@ def _decode_compressed(buf: Any, offset: int, limits: DecodeLimits) -> tuple[Any
         raise _fail(f"bad zlib data in compressed term ({exc})", offset) from None
     if len(inner) != size or not inflater.eof:
         raise _fail(f"compressed term does not inflate to its declared {size} bytes", offset)
-    end = len(buf) - len(inflater.unused_data)
+    return inner, len(buf) - len(inflater.unused_data)
+
+
+def _decode_compressed(buf: Any, offset: int, limits: DecodeLimits) -> tuple[Any, int]:
+    inner, end = _inflate(buf, offset, limits)
     st = _State(inner, limits)
     try:
         term, p = _term(st, 0, 0)
     except RecursionError:
         raise ETFError("term nested too deeply for the Python stack") from None
-    if p != size:
-        raise _fail(f"compressed term has {size - p} trailing bytes", offset)
+    if p != len(inner):
+        raise _fail(f"compressed term has {len(inner) - p} trailing bytes", offset)
     return term, end
 
 
@@ -538,6 +546,8 @@ def _encode_atom_text(out: bytearray, text: str) -> None:
 
 
 def _e_atom(out: bytearray, term: Any, depth: int) -> None:
+    if not isinstance(term, str):
+        raise ETFError(f"an atom (node, module, function name) must be a str, got {term!r:.80}")
     atom = _encoded_atoms.get(term)
     if atom is None:
         buf = bytearray()
@@ -776,15 +786,18 @@ def encode(term: Any, *, compressed: bool | int = False) -> bytes:
         raise ETFError("term nested too deeply to encode") from None
     except UnicodeEncodeError as exc:  # a str holding a lone surrogate
         raise ETFError(f"cannot encode text as UTF-8: {exc}") from None
-    if compressed is False or compressed == 0 and type(compressed) is int:
-        return bytes(out)
-    level = 6 if compressed is True else int(compressed)
-    if not 0 <= level <= 9:
-        raise ValueError(f"compression level must be 0..9, got {compressed!r}")
-    return _compress(bytes(out), level)
+    return _finish(bytes(out), compressed)
 
 
-def _compress(plain: bytes, level: int) -> bytes:
+def _finish(plain: bytes, compressed: Any) -> bytes:
+    """Apply encode's `compressed` option to a plain encoding. Shared with _cetf."""
+    if compressed is False:
+        return plain
+    level = 6 if compressed is True else compressed
+    if type(level) is not int or not 0 <= level <= 9:
+        raise ValueError(f"compressed must be a bool or a zlib level 0..9, got {compressed!r}")
+    if level == 0:
+        return plain
     body = memoryview(plain)[1:]
     packed = zlib.compress(body, level)
     # term_to_binary gives zlib only len(body) - 5 bytes of room and falls back to plain

@@ -224,6 +224,10 @@ def same_term(a: Any, b: Any) -> bool:
     return _freeze(a) == _freeze(b)
 
 
+# Both decoders recurse once per nesting level; this bounds the C stack they may use.
+MAX_DEPTH_CEILING: Final = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
     """Bounds that keep hostile input from exhausting memory, stack or time.
@@ -236,12 +240,21 @@ class DecodeLimits:
     max_uncompressed_size: the largest inflated size a compressed term (131, 80) may declare;
         64 MiB by default, so a zip bomb fails before it is inflated.
     max_atom_chars: characters in an atom; 255 is Erlang's own limit.
+    max_depth may not exceed MAX_DEPTH_CEILING (10,000).
     """
 
     max_depth: int = 1000
     max_elements: int = 16 * 1024 * 1024
     max_uncompressed_size: int = 64 * 1024 * 1024
     max_atom_chars: int = 255
+
+    def __post_init__(self) -> None:
+        for name in ("max_depth", "max_elements", "max_uncompressed_size", "max_atom_chars"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"DecodeLimits.{name} must be a non-negative int, got {value!r}")
+        if not 1 <= self.max_depth <= MAX_DEPTH_CEILING:
+            raise ValueError(f"DecodeLimits.max_depth must be 1..{MAX_DEPTH_CEILING}")
 
 
 DEFAULT_LIMITS: Final = DecodeLimits()
