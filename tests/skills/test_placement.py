@@ -160,3 +160,34 @@ def test_choose_is_deterministic_with_a_seed() -> None:
 def test_unknown_policy() -> None:
     with pytest.raises(ValueError):
         make_policy("best_effort")
+
+
+def test_exact_work_estimates_are_not_shrunk() -> None:
+    model = PlacementModel(4, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        w = float(rng.lognormal(3.0, 1.5))
+        model.observe(int(rng.integers(4)), {"work": w}, w)
+    assert model.effective_work(7.0) == 7.0
+    assert model.effective_work(5000.0) == 5000.0
+
+
+def test_rough_work_estimates_are_shrunk_and_speeds_stay_unbiased() -> None:
+    # equal nodes, estimates off by a log-normal factor (sigma 1), and a placer that sends small
+    # estimates to nodes 0-3 and large ones to 4-7: small estimates are underestimates on average,
+    # so without shrinkage nodes 0-3 would look slow and 4-7 fast
+    n = 8
+    model = PlacementModel(n, seed=1)
+    rng = np.random.default_rng(2)
+    for _ in range(4000):
+        work = float(rng.lognormal(5.0, 1.2))
+        estimate = work * float(np.exp(rng.standard_normal()))
+        i = int(rng.integers(4)) + (4 if estimate > np.exp(5.0) else 0)
+        model.observe(i, {"work": estimate}, work)
+    assert 0.4 < model.noise_var < 1.5
+    big = model.effective_work(np.exp(9.0))
+    assert np.exp(5.0) < big < np.exp(9.0)  # pulled toward the typical task
+    log_speed = np.log(model.speed)
+    # no systematic split between the two groups (about -1.0 without shrinkage), only noise
+    assert abs(log_speed[:4].mean() - log_speed[4:].mean()) < 0.35
+    assert np.abs(log_speed).max() < 0.7
