@@ -1,0 +1,137 @@
+"""Discrete-time hazard model: ridge-penalised logistic regression on node-day features.
+
+P(a failure starts in the next interval | features) = sigmoid(b0 + b . standardised(x)). Fitted by
+Newton's method (IRLS) with step halving on the penalised weighted log-likelihood; row weights
+undo negative subsampling (case-control: keep every positive and a fraction of negatives, weight
+the kept negatives by 1 / fraction), so probabilities stay calibrated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dspex_cluster.skills.failure_history import FailureHistory, WeibullParams
+
+
+def _log1pexp(z: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, z)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-_log1pexp(-z))
+
+
+class RidgeLogistic:
+    """Weighted logistic regression with an L2 penalty on the non-intercept coefficients."""
+
+    def __init__(self, l2: float = 1.0, max_iter: int = 30, tol: float = 1e-8) -> None:
+        self.l2 = float(l2)
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+        self.coef_: np.ndarray | None = None  # intercept last
+
+    def _design(self, x: np.ndarray) -> np.ndarray:
+        assert self.mean_ is not None and self.scale_ is not None
+        z = (x - self.mean_) / self.scale_
+        return np.hstack([z, np.ones((x.shape[0], 1))])
+
+    def fit(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> RidgeLogistic:
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        w = np.ones_like(y) if weight is None else np.asarray(weight, dtype=np.float64)
+        wsum = w.sum()
+        self.mean_ = (w @ x) / wsum
+        sd = np.sqrt((w @ (x - self.mean_) ** 2) / wsum)
+        self.scale_ = np.where(sd > 1e-9, sd, 1.0)
+        a = self._design(x)
+        p_mean = np.clip((w @ y) / wsum, 1e-9, 1 - 1e-9)
+        beta = np.zeros(a.shape[1])
+        beta[-1] = np.log(p_mean / (1 - p_mean))
+        penalty = np.full(a.shape[1], self.l2)
+        penalty[-1] = 0.0
+
+        def objective(b: np.ndarray) -> float:
+            z = a @ b
+            return float(w @ (_log1pexp(z) - y * z) + 0.5 * (penalty * b) @ b)
+
+        f = objective(beta)
+        for _ in range(self.max_iter):
+            p = sigmoid(a @ beta)
+            h = (a * (w * p * (1 - p))[:, None]).T @ a + np.diag(penalty)
+            g = a.T @ (w * (y - p)) - penalty * beta
+            step = np.linalg.solve(h, g)
+            t = 1.0
+            while True:
+                f_new = objective(beta + t * step)
+                if f_new <= f or t < 1e-6:
+                    break
+                t *= 0.5
+            beta = beta + t * step
+            done = f - f_new <= self.tol * max(abs(f), 1.0)
+            f = min(f, f_new)
+            if done:
+                break
+        self.coef_ = beta
+        return self
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        if self.coef_ is None:
+            raise RuntimeError("not fitted")
+        return self._design(np.asarray(x, dtype=np.float64)) @ self.coef_
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return sigmoid(self.decision(x))
+
+
+class HazardModel:
+    """Weibull-renewal-with-frailty hazard, recalibrated by a ridge logistic over all features.
+
+    With fewer than `min_positive` positive training rows the logistic layer is skipped and the
+    probability is the renewal model's own, 1 - exp(-z * dH) (z = frailty, dH = renewal
+    cumulative hazard over the horizon): the model then works from failure history alone.
+    """
+
+    def __init__(
+        self, params: WeibullParams, logistic: RidgeLogistic | None, horizon_days: float
+    ) -> None:
+        self.params = params
+        self.logistic = logistic
+        self.horizon_days = horizon_days
+
+    def predict(self, history: FailureHistory, node: np.ndarray, t: np.ndarray) -> np.ndarray:
+        if self.logistic is None:
+            z, ahead = history.node_hazard(self.params, node, t, self.horizon_days)
+            return -np.expm1(-z * ahead)
+        x = history.features(self.params, node, t, self.horizon_days)
+        return self.logistic.predict_proba(x)
+
+
+def fit_hazard_model(
+    history: FailureHistory,
+    cutoff_s: float,
+    train_node: np.ndarray,
+    train_t: np.ndarray,
+    train_label: np.ndarray,
+    horizon_days: float = 1.0,
+    train_weight: np.ndarray | None = None,
+    base: np.ndarray | None = None,
+    l2: float = 1.0,
+    min_positive: int = 30,
+) -> HazardModel:
+    """Fit on training rows whose horizon ends by `cutoff_s` (the caller guarantees it).
+
+    The Weibull renewal parameters use only failures that started before `cutoff_s`, so a model
+    fitted at a cutoff can score any time >= cutoff without seeing the future. `base` may pass
+    precomputed `base_features` of the training rows.
+    """
+    params = history.fit_weibull(cutoff_s)
+    y = np.asarray(train_label, dtype=np.float64)
+    if y.sum() < min_positive or y.sum() == y.size:
+        return HazardModel(params, None, horizon_days)
+    if base is None:
+        base = history.base_features(train_node, train_t)
+    x = np.hstack([base, history.hazard_features(params, train_node, train_t, base, horizon_days)])
+    logistic = RidgeLogistic(l2=l2).fit(x, y, train_weight)
+    return HazardModel(params, logistic, horizon_days)
