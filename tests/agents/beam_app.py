@@ -9,6 +9,7 @@ in the application environment — the same code `beam/bin/dspex-node` runs, min
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 import subprocess
 import sys
@@ -23,6 +24,16 @@ sys.path.insert(0, str(REPO / "tests" / "interop"))
 from otp import ErlNode, unique  # noqa: E402
 
 COOKIE = "dspex-test-cookie"
+
+
+def interop_conftest(alias: str) -> Any:
+    """tests/interop/conftest.py loaded under `alias`, to share its fixtures (the private epmd)."""
+    spec = importlib.util.spec_from_file_location(alias, REPO / "tests" / "interop" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # Fast reports keep the tests short; discovery off: tests connect nodes themselves.
 TEST_ENV: dict[str, Any] = {

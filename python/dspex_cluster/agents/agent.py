@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from dspex_cluster.agents.action import Action, ActionError
-from dspex_cluster.agents.bus import ClusterBus
+from dspex_cluster.agents.bus import RELAY_UP, ClusterBus
 from dspex_cluster.agents.sensor import Sensor
 from dspex_cluster.agents.skill import Route, Skill
 from dspex_cluster.etf import Atom
@@ -84,6 +84,9 @@ class Agent(GenServer):
 
     async def handle_event(self, message: Any) -> None:
         """Messages nobody routed (after the event-driven sensors saw them)."""
+
+    async def on_relay_up(self, beam: Atom) -> None:
+        """A BEAM relay (re)took our subscriptions; signals may have been missed before."""
 
     def describe(self) -> dict[Atom, Any]:
         """The answer to `state`."""
@@ -185,6 +188,9 @@ class Agent(GenServer):
                 return
             if message[0] == _SENSE:
                 await self._sense(message[1])
+                return
+            if message[0] == RELAY_UP:
+                await self.on_relay_up(message[1])
                 return
         for sensor in self._sensors:
             if sensor.interval_s is None:

@@ -6,7 +6,9 @@ pattern, pid})`; matching cluster-scoped signals then arrive as `{signal, Map}` 
 relay at a time (two relays would deliver each signal twice). When that node goes down, the bus
 fails over to another BEAM node it is connected to or knows from `DSPEx.Clustering.members/0`,
 and re-subscribes everything; when no BEAM node is reachable it keeps dialling the known ones
-and re-subscribes as soon as one answers (the same node coming back included).
+and re-subscribes as soon as one answers (the same node coming back included). Each time a relay
+takes over, every subscriber gets `{dspex_relay_up, BeamNode}`: signals published while there
+was no relay are lost, so agents that keep cluster state resync then (`Agent.on_relay_up`).
 
 Publishing: `:erpc.call(beam, DSPEx.Clustering, :publish, [signal_map])` on the relay node,
 which validates the signal and delivers it cluster-wide.
@@ -30,6 +32,7 @@ log = logging.getLogger("dspex_cluster.agents.bus")
 
 SUBSCRIBE = Atom("subscribe")
 UNSUBSCRIBE = Atom("unsubscribe")
+RELAY_UP = Atom("dspex_relay_up")
 
 
 class ClusterBus:
@@ -212,6 +215,9 @@ class ClusterBus:
                 continue
             if beam not in self.known:
                 self.known.append(beam)
+            # signals published while we had no relay are lost: tell subscribers to resync
+            for pid in list(self.subscriptions):
+                self.node.send(pid, (RELAY_UP, beam))
             self.relays_acquired += 1
             self.relay = beam
             self._relay_up.set()

@@ -4,8 +4,10 @@ Evidence per node, each turned into a probability of failing within the horizon,
 independent risks, P = 1 - prod(1 - p_i):
 
   * **silence** — health reports are heartbeats: a `PhiAccrualDetector` per node scores the
-    silence since the last one; phi is -log10 of the chance the next report is merely late, so
-    p = 1 - 10^-phi. The BEAM detector's phi (`cluster.node.suspect`) counts the same way.
+    silence since the last one (the BEAM detector's phi from `cluster.node.suspect` counts the
+    same way). phi is -log10 of the chance that a live node stays this silent, so with the
+    history's prior q (below) Bayes gives p = q / (q + (1 - q) 10^-phi): about 0.5 at
+    phi = -log10 q (4-5 for a node that never failed), near 1 at the suspicion threshold 8.
   * **memory exhaustion** — a least-squares line through the recent memory readings
     (`os_memory.used_fraction`, else `memory` share; VM `memory.total` against its
     `memory_limit_mb`) extrapolated to the limit; with the slope's standard error,
@@ -16,7 +18,7 @@ independent risks, P = 1 - prod(1 - p_i):
   * **anomalies** — the health monitor's latest `cluster.health.anomaly` score s:
     p = s x `anomaly_risk`.
   * **history** — the node's past downs (`cluster.node.down`): a gamma-Poisson failure rate
-    (prior `prior_failures` per `prior_window_s`), p = 1 - exp(-rate x horizon).
+    (prior `prior_failures` per `prior_window_s`), q = 1 - exp(-rate x horizon).
 
 Confidence grows with the number of reports seen (n / (n + 10)). Published when a node's P
 reaches `publish_probability` (again when it moves by 0.1 or every `republish_s`), and once more
@@ -40,7 +42,7 @@ import numpy as np
 
 from dspex_cluster import signals
 from dspex_cluster.agents import Action, Agent, FunctionSensor, Param, Sensor
-from dspex_cluster.agents.names import FAILURE_PREDICTOR
+from dspex_cluster.agents.names import CLUSTERING_MODULE, FAILURE_PREDICTOR
 from dspex_cluster.agents.skill import Route
 from dspex_cluster.cluster.terms import as_mapping, dig, number
 from dspex_cluster.etf import Atom
@@ -201,12 +203,34 @@ class FailurePredictor(Agent):
             r.down = True
             r.downs.append(time.monotonic())
 
+    async def on_relay_up(self, beam: Atom) -> None:
+        """Downs published while no relay held our subscriptions: ask membership."""
+        if self.bus is None:
+            return
+        try:
+            members = await self.bus.call_beam(CLUSTERING_MODULE, "members", [])
+        except ConnectionError:
+            return
+        for m in members if isinstance(members, list) else []:
+            m = as_mapping(m)
+            node = m.get("node")
+            if isinstance(node, Atom) and m.get("status") == "down" and node in self.nodes:
+                r = self.nodes[node]
+                if not r.down:
+                    r.down = True
+                    r.downs.append(time.monotonic())
+
     # -- prediction ----------------------------------------------------------------------------
 
     def predict(self, node: Atom, r: NodeRisk, now: float) -> dict[str, Any]:
         c = self.config
+        watched = max(now - r.first_seen, 1.0)
+        rate = (c.prior_failures + len(r.downs)) / (c.prior_window_s + watched)
+        prior = 1.0 - math.exp(-rate * c.horizon_s)
         phi = max(r.phi.phi(now) if r.reports else 0.0, r.beam_phi)
-        reasons = {"silence": 1.0 - 10.0 ** (-min(phi, 50.0))}
+        # Bayes: a live node stays this silent with probability 10^-phi, a dead one always
+        late = 10.0 ** (-min(phi, 300.0))
+        reasons = {"silence": prior / (prior + (1.0 - prior) * late)}
         ttf: float | None = None
         if len(r.memory) >= c.min_trend_points:
             reasons["memory"], ttf = exhaustion(r.memory, c.horizon_s)
@@ -215,9 +239,7 @@ class FailurePredictor(Agent):
         sat = sum(r.saturated) / len(r.saturated) if r.saturated else 0.0
         reasons["saturation"] = sat * c.saturation_risk
         reasons["anomaly"] = r.anomaly * c.anomaly_risk
-        watched = max(now - r.first_seen, 1.0)
-        rate = (c.prior_failures + len(r.downs)) / (c.prior_window_s + watched)
-        reasons["history"] = 1.0 - math.exp(-rate * c.horizon_s)
+        reasons["history"] = prior
         survive = math.prod(1.0 - min(max(p, 0.0), 1.0) for p in reasons.values())
         probability = 1.0 - survive
         if phi >= c.phi_threshold:

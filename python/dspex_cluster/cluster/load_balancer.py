@@ -57,7 +57,7 @@ import numpy as np
 
 from dspex_cluster import signals
 from dspex_cluster.agents import Action, Agent, FunctionSensor, Param, Sensor
-from dspex_cluster.agents.names import LOAD_BALANCER
+from dspex_cluster.agents.names import CLUSTERING_MODULE, LOAD_BALANCER
 from dspex_cluster.agents.skill import Route
 from dspex_cluster.cluster.constraints import capability_match, eligible, merged_constraints
 from dspex_cluster.cluster.terms import as_mapping, atom_list, number
@@ -155,6 +155,16 @@ class LoadBalancer(Agent):
         if request == "drained":
             return sorted(self.drained)
         return await super().handle_request(request, caller)
+
+    async def on_relay_up(self, beam: Atom) -> None:
+        """Membership signals may have been missed while no relay held our subscriptions."""
+        if self.bus is None:
+            return
+        try:
+            members = await self.bus.call_beam(CLUSTERING_MODULE, "members", [])
+        except ConnectionError:
+            return
+        self.view.apply_members(members)
 
     # -- placement -----------------------------------------------------------------------------
 

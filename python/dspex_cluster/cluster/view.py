@@ -83,3 +83,24 @@ class ClusterView:
             state.down_at = time.monotonic()
             state.reported_at = None  # its last report says nothing about it now
         return state, before
+
+    def apply_members(self, members: Any) -> list[NodeState]:
+        """Statuses from `DSPEx.Clustering.members/0` (after missed signals); the nodes that
+        are down."""
+        down = []
+        for m in members if isinstance(members, list) else []:
+            m = as_mapping(m)
+            node, status = m.get("node"), m.get("status")
+            if not isinstance(node, Atom) or not isinstance(status, Atom):
+                continue
+            state = self.get(node)
+            if isinstance(m.get("kind"), Atom):
+                state.kind = m["kind"]
+            if status == "down" and state.status != "down":
+                state.downs += 1
+                state.down_at = time.monotonic()
+                state.reported_at = None
+            state.status = status
+            if status == "down":
+                down.append(state)
+        return down
