@@ -200,9 +200,9 @@ class FailureHistory:
         systems = np.concatenate([sys_of_fail[gaps_obs], cens_sys])
         # pre-first-failure exposure: production start -> first failure (or cutoff)
         in_prod = self.nodes.prod_start_s < cutoff_s
-        first_t = np.where(
-            has, self.fail_start_s[np.minimum(first, self.fail_start_s.size - 1)], cutoff_s
-        )
+        nf = self.fail_start_s.size
+        first_t = self.fail_start_s[np.minimum(first, nf - 1)] if nf else np.zeros(n_nodes)
+        first_t = np.where(has, first_t, cutoff_s)
         exposure = np.maximum(np.minimum(first_t, cutoff_s) - self.nodes.prod_start_s, 0.0) / DAY_S
         first_events = np.bincount(self.nodes.system[has], minlength=ns).astype(float)
         first_expo = np.bincount(
@@ -275,7 +275,7 @@ class FailureHistory:
         s_has = s_before > 0
         st = self.by_system.times
         s_last = st[np.minimum(np.maximum(sidx - 1, 0), max(st.size - 1, 0))] if st.size else t
-        cols.append(np.where(s_has, np.log1p((t - s_last) / DAY_S), np.log(366.0)))
+        cols.append(np.where(s_has, np.log1p(np.maximum(t - s_last, 0.0) / DAY_S), np.log(366.0)))
         grp = self.nodes.group[node]
         in_grp = grp >= 0
         for w in (7, 30, 365):
