@@ -119,4 +119,6 @@ def install_services(node: Node) -> None:
     if not node.hidden:
         from dspex_cluster.runtime.global_server import GlobalNameServer
 
-        node.register("global_name_server", node._attach_endpoint(GlobalNameServer()))
+        gns = GlobalNameServer()
+        node.register("global_name_server", node._attach_endpoint(gns))
+        node.on_nodedown(lambda peer, _why: gns.nodedown(peer))
