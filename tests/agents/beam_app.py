@@ -64,13 +64,18 @@ def compiled_paths() -> tuple[str, ...]:
 
 
 def start_app_node(
-    epmd_port: int, cookie: str, prefix: str = "beam", env: dict[str, str] | None = None
+    epmd_port: int,
+    cookie: str,
+    prefix: str = "beam",
+    env: dict[str, str] | None = None,
+    name: str | None = None,
 ) -> ErlNode:
-    """A BEAM node with :dspex_cluster running (settings: TEST_ENV overridden by `env`)."""
+    """A BEAM node with :dspex_cluster running (settings: TEST_ENV overridden by `env`);
+    `name` (without host) reuses a name, e.g. to restart a node."""
     extra: list[str] = []
     for path in compiled_paths():
         extra += ["-pa", path]
-    node = ErlNode(epmd_port, "otp25", name=unique(prefix), cookie=cookie, extra=extra)
+    node = ErlNode(epmd_port, "otp25", name=name or unique(prefix), cookie=cookie, extra=extra)
     try:
         settings = {**TEST_ENV, **(env or {})}
         node.eval("application:load(dspex_cluster)")

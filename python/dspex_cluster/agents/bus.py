@@ -201,8 +201,11 @@ class ClusterBus:
                 pass
 
     async def _acquire_relay(self) -> None:
-        candidates = self._beam_connected()
-        candidates += [n for n in self.known if n not in candidates]
+        # the nodes we were told or learnt about (connected ones first), then any BEAM peer
+        connected = self._beam_connected()
+        known = [n for n in connected if n in self.known]
+        known += [n for n in self.known if n not in known]
+        candidates = known + [n for n in connected if n not in known]
         for beam in candidates:
             if not await self.node.connect(beam):
                 continue
