@@ -54,6 +54,7 @@ defmodule DSPEx.Clustering.FailureDetectionTest do
     assert status(node(), a.node) == :up
     assert status(a.node, node()) == :up
 
+    Process.sleep(1_000)
     :ok = PeerNode.signal(b.os_pid, "CONT")
 
     assert_receive {:signal,
@@ -67,6 +68,9 @@ defmodule DSPEx.Clustering.FailureDetectionTest do
 
     assert status(node(), b.node) == :up
     PeerNode.eventually(fn -> status(a.node, b.node) == :up end)
+    # The resumed node notices that it was the one paused: it suspects nobody.
+    theirs = "dspex://#{b.node}/membership"
+    refute_receive {:signal, %{type: "cluster.node.suspect", source: ^theirs}}, 500
   end
 
   test "a kill -9'd node is seen as down", %{a: a, b: b} do
@@ -82,6 +86,19 @@ defmodule DSPEx.Clustering.FailureDetectionTest do
     assert data.reason in [:connection_closed, :disconnect]
     assert status(node(), b.node) == :down
     PeerNode.eventually(fn -> status(a.node, b.node) == :down end)
+  end
+
+  test "after a restart, membership judges the nodes that were already connected", %{a: a} do
+    an = Atom.to_string(a.node)
+    mine = "dspex://#{node()}/membership"
+    old = Process.whereis(:dspex_membership)
+    Process.exit(old, :kill)
+    PeerNode.eventually(fn -> Process.whereis(:dspex_membership) not in [nil, old] end)
+    assert_receive {:signal, %{type: "cluster.node.up", subject: ^an, source: ^mine}}, 2_000
+    Process.sleep(500)
+    :ok = PeerNode.signal(a.os_pid, "STOP")
+    assert_receive {:signal, %{type: "cluster.node.suspect", subject: ^an, source: ^mine}}, 5_000
+    :ok = PeerNode.signal(a.os_pid, "CONT")
   end
 
   defp status(observer, target) do

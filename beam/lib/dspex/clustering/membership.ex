@@ -13,6 +13,10 @@ defmodule DSPEx.Clustering.Membership do
       (`cluster.node.suspect` with its phi); the next heartbeat makes it `:up` again
       (`cluster.node.up` with `recovered: true`). A frozen node (SIGSTOP) is thus suspected
       in well under a second with the defaults, long before `net_ticktime` (45–75 s).
+    * Self-pause guard: when this node's own check runs late (it was frozen, or its
+      schedulers starved) by more than max(4 × check interval, 200 ms), nobody is suspected
+      for 3 heartbeat intervals and heartbeats in that window add no samples — the silence
+      was ours, not theirs.
     * Sends use `[:noconnect, :nosuspend]`: a frozen peer's full distribution buffer drops a
       heartbeat instead of blocking this process.
 
@@ -91,8 +95,19 @@ defmodule DSPEx.Clustering.Membership do
       ]
     }
 
-    state = %{settings: settings, members: %{}, seq: 0, started: System.system_time(:millisecond)}
+    state = %{
+      settings: settings,
+      members: %{},
+      seq: 0,
+      started: System.system_time(:millisecond),
+      # monotonic time may be negative: start both marks at "now"
+      last_check_ms: now_ms(),
+      grace_until_ms: now_ms()
+    }
+
     state = Enum.reduce(Node.list(:visible), state, &node_up(&2, &1, :visible))
+    # Nodes connected before we started (a restart) are announced like new ones.
+    for node <- Node.list(:visible), do: send(self(), {:classify, node})
     state = Enum.reduce(Node.list(:hidden), state, &node_up(&2, &1, :hidden))
     {:ok, state}
   end
@@ -122,6 +137,8 @@ defmodule DSPEx.Clustering.Membership do
 
   def sense(:check, state) do
     now = now_ms()
+    state = self_pause_guard(state, now)
+    judging = now >= state.grace_until_ms
 
     {signals, members} =
       Enum.map_reduce(state.members, state.members, fn {node, m}, acc ->
@@ -131,7 +148,7 @@ defmodule DSPEx.Clustering.Membership do
           phi = PhiAccrualDetector.phi(m.detector, now)
           m = %{m | phi: phi}
 
-          if m.status == :up and m.announced and phi >= state.settings.threshold do
+          if judging and m.status == :up and m.announced and phi >= state.settings.threshold do
             m = %{m | status: :suspect, since: System.system_time(:millisecond)}
 
             {[Signal.node_suspect(node, phi, source: "membership", data: [kind: m.kind])],
@@ -143,6 +160,17 @@ defmodule DSPEx.Clustering.Membership do
       end)
 
     {:ok, List.flatten(signals), %{state | members: members}}
+  end
+
+  # When this node itself was paused (SIGSTOP, a long GC, starved schedulers), every peer's
+  # heartbeats look late: the check timer fired late as well. Judge nobody until fresh
+  # heartbeats have had time to arrive, and keep the silence out of the statistics.
+  defp self_pause_guard(state, now) do
+    %{check_ms: check_ms, heartbeat_ms: heartbeat_ms} = state.settings
+
+    if now - state.last_check_ms > max(4 * check_ms, 200),
+      do: %{state | last_check_ms: now, grace_until_ms: now + 3 * heartbeat_ms},
+      else: %{state | last_check_ms: now}
   end
 
   @impl true
@@ -283,7 +311,8 @@ defmodule DSPEx.Clustering.Membership do
     m = state.members[node]
     now = now_ms()
     recovering = m.status == :suspect
-    detector = PhiAccrualDetector.heartbeat(m.detector, now, sample?: not recovering)
+    sample? = not recovering and now >= state.grace_until_ms
+    detector = PhiAccrualDetector.heartbeat(m.detector, now, sample?: sample?)
     m = %{m | detector: detector, phi: PhiAccrualDetector.phi(detector, now)}
 
     if recovering do
