@@ -191,3 +191,26 @@ def test_rough_work_estimates_are_shrunk_and_speeds_stay_unbiased() -> None:
     # no systematic split between the two groups (about -1.0 without shrinkage), only noise
     assert abs(log_speed[:4].mean() - log_speed[4:].mean()) < 0.35
     assert np.abs(log_speed).max() < 0.7
+
+
+def test_learned_placer_books_tasks_and_learns_from_reports() -> None:
+    from dspex_cluster.skills.placement import LearnedPlacer
+
+    placer = LearnedPlacer([1, 1, 1], seed=0)
+    # node 2 is slow (speed 0.25); teach it through finished runs
+    where = {k: placer.place(0.0, ("warm", k), 1.0) for k in range(3)}
+    assert sorted(where.values()) == [0, 1, 2]  # idle nodes, optimism: each unknown one tried
+    for k, i in where.items():
+        placer.finished(i, ("warm", k), 4.0 if i == 2 else 1.0)
+    placer.sync(4.0, started=lambda i: {})
+    assert placer.model.speed[2] == pytest.approx(0.25, rel=0.05)
+    assert all(placer.outstanding(i) == 0 for i in range(3))
+    # two long tasks fill nodes 0 and 1; a third goes behind one of them, not to the slow node
+    a = placer.place(10.0, "a", 10.0)
+    b = placer.place(10.0, "b", 10.0)
+    assert {a, b} == {0, 1}
+    assert placer.place(10.0, "c", 10.0) in (0, 1)  # waits 10 s + runs 10 s < 40 s on node 2
+    assert placer.place(10.0, "d", 1.0) == 2  # 4 s on the idle slow node beats waiting 10 s
+    mask = np.array([False, False, True])
+    assert placer.place(10.0, "e", 1.0, feasible_mask=mask) == 2
+    assert placer.place(10.0, "f", 1.0, feasible_mask=np.zeros(3, dtype=bool)) == -1

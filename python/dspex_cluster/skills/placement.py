@@ -33,7 +33,8 @@ The static baselines (``RoundRobinPolicy``, ``RandomPolicy``, ``LeastLoadedPolic
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from heapq import heapify, heapreplace
 from typing import Any
 
 import numpy as np
@@ -544,6 +545,100 @@ class PlacementModel:
             "predicted_completion_s": float(all_scores[i]),
             "rank": int(np.sum(all_scores < all_scores[i])),  # 0 = the node choose() prefers
         }
+
+
+class LearnedPlacer:
+    """``PlacementModel`` plus the placer's own bookkeeping: a virtual FIFO schedule per node.
+
+    This is what a load-balancing agent runs. It knows the tasks it placed and their work
+    estimates, so between (stale) load reports it predicts, per node, when each slot frees up:
+    running tasks finish at start + work / estimated speed, queued ones follow in FIFO order. A new
+    task is predicted to finish at max(earliest free slot, now) + work / speed; the earliest wins.
+
+        placer = LearnedPlacer(cores=[4, 4, 8], seed=0)
+        node = placer.place(now, task_id, work_estimate)         # decide, remember the task
+        placer.finished(node, task_id, run_s)                    # a node reported a finished run
+        placer.sync(now, started=lambda i: {task_id: start_s})   # with each report: start times
+                                                                 # of the tasks running on node i
+
+    ``sync`` rebuilds the schedule of every node that finished something since the last sync (new
+    speed estimate, freed slots) or is busier than predicted (pass ``busy`` = busy slots per node).
+    """
+
+    def __init__(self, cores: Sequence[int], *, seed: int = 0, **model_options: Any) -> None:
+        n = len(cores)
+        self.model = PlacementModel(n, seed=seed, **model_options)
+        self.cores = [int(c) for c in cores]
+        self._cores_arr = np.asarray(self.cores, dtype=float)
+        self._slots: list[list[float]] = [[0.0] * c for c in self.cores]  # heaps of free times
+        self.ready_at = np.zeros(n)  # when each node's next slot is predicted to be free
+        self._outstanding: list[dict[Any, float]] = [{} for _ in range(n)]  # placement order
+        self._stale: set[int] = set()
+
+    def place(
+        self, now: float, task_id: Any, work: float, feasible_mask: BoolArray | None = None
+    ) -> int:
+        """Choose a node for the task and book it there; -1 if no node is feasible."""
+        work = self.model.effective_work(float(work))
+        if feasible_mask is None:
+            i = self.model.choose_by_ready(self.ready_at, now, work)
+        else:
+            if not np.any(feasible_mask):
+                return -1
+            ready = np.where(feasible_mask, self.ready_at, np.inf)
+            i = self.model.choose_by_ready(ready, now, work)
+        slots = self._slots[i]
+        heapreplace(slots, max(slots[0], now) + work / self.model.speed_estimate(i))
+        self.ready_at[i] = slots[0]
+        self._outstanding[i][task_id] = work
+        return i
+
+    def finished(
+        self, node_idx: int, task_id: Any, run_s: float, work: float | None = None
+    ) -> None:
+        """A placed task finished after running ``run_s`` seconds: learn, forget the task."""
+        booked = self._outstanding[node_idx].pop(task_id, None)
+        estimate = work if work is not None else booked
+        if estimate is not None:
+            self.model.observe_run(node_idx, float(estimate), float(run_s))
+        self._stale.add(node_idx)
+
+    def outstanding(self, node_idx: int) -> int:
+        """Tasks placed on the node and not yet reported finished."""
+        return len(self._outstanding[node_idx])
+
+    def sync(
+        self,
+        now: float,
+        started: Callable[[int], Mapping[Any, float]],
+        busy: NDArray[np.float64] | None = None,
+    ) -> None:
+        """Re-anchor the schedules that went stale; ``started(i)``: {task: start time} on node i."""
+        if busy is not None:
+            late = np.flatnonzero((self.ready_at <= now) & (busy >= self._cores_arr))
+            self._stale.update(late.tolist())
+        for i in self._stale:
+            self._rebuild(i, now, started(i))
+        self._stale = set()
+
+    def _rebuild(self, i: int, now: float, started: Mapping[Any, float]) -> None:
+        s = self.model.speed_estimate(i)
+        slots: list[float] = []
+        queued: list[float] = []
+        for k, w in self._outstanding[i].items():
+            st = started.get(k)
+            if st is None:
+                queued.append(w)
+            else:
+                ran = now - st
+                # running longer than predicted: expect it to go on a while (a quarter of its age)
+                slots.append(now + max(w / s - ran, 0.25 * ran))
+        slots.extend([now] * (self.cores[i] - len(slots)))
+        heapify(slots)
+        for w in queued:
+            heapreplace(slots, max(slots[0], now) + w / s)
+        self._slots[i] = slots
+        self.ready_at[i] = slots[0]
 
 
 def make_policy(name: str, seed: int = 0, **kwargs: Any) -> Any:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from heapq import heapify, heappop, heappush, heapreplace
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from .placement import (
     MEMORY,
     POLICIES,
     QUEUE,
-    PlacementModel,
+    LearnedPlacer,
     make_policy,
 )
 
@@ -121,26 +121,12 @@ class _TrackedLeastLoaded:
 
 
 class _LearnedAdapter:
-    """Runs ``PlacementModel`` with the placer's own bookkeeping: a virtual FIFO schedule per node.
-
-    The placer knows the tasks it placed and their work estimates. Per node it predicts when each
-    slot frees up: running tasks (start times come with the reports, as pod start times do) finish
-    at start + work / estimated speed, queued tasks follow in FIFO order. A new task is predicted to
-    finish at max(earliest free slot, now) + work / speed; the model picks the earliest. A node's
-    schedule is rebuilt when a report brings its finished runs (new speed estimate, freed slots)
-    or shows it busier than predicted (a slot predicted free is still taken).
-    """
+    """Runs ``LearnedPlacer``: finished runs and start times reach it with each report."""
 
     def __init__(
         self, cores: Sequence[int], seed: int, options: Mapping[str, Any], fresh: bool
     ) -> None:
-        n = len(cores)
-        self.model = PlacementModel(n, seed=seed, **options)
-        self.cores = list(cores)
-        self.cores_arr = np.asarray(cores, dtype=float)
-        self.slots: list[list[float]] = [[0.0] * c for c in cores]  # heaps of free times
-        self.ready = np.zeros(n)
-        self.outstanding: list[dict[int, float]] = [{} for _ in range(n)]  # in placement order
+        self.placer = LearnedPlacer(cores, seed=seed, **options)
         self.uses_reports = True
         self.live = False
         self.report_each_decision = fresh
@@ -154,44 +140,13 @@ class _LearnedAdapter:
         done: list[Completion],
         running: Callable[[int], dict[int, float]],
     ) -> None:
-        observe = self.model.observe_run
-        touched = set()
+        finished = self.placer.finished
         for i, k, w, run_s in done:
-            observe(i, w, run_s)
-            del self.outstanding[i][k]
-            touched.add(i)
-        late = np.flatnonzero((self.ready <= t) & (busy >= self.cores_arr))
-        touched.update(late.tolist())
-        for i in touched:
-            self._rebuild(i, t, running(i))
-
-    def _rebuild(self, i: int, t: float, started: dict[int, float]) -> None:
-        s = self.model.speed_estimate(i)
-        slots: list[float] = []
-        queued: list[float] = []
-        for k, w in self.outstanding[i].items():
-            st = started.get(k)
-            if st is None:
-                queued.append(w)
-            else:
-                ran = t - st
-                # a run longer than predicted: expect it to go on a while (a quarter of its age)
-                slots.append(t + max(w / s - ran, 0.25 * ran))
-        slots.extend([t] * (self.cores[i] - len(slots)))
-        heapify(slots)
-        for w in queued:
-            heapreplace(slots, max(slots[0], t) + w / s)
-        self.slots[i] = slots
-        self.ready[i] = slots[0]
+            finished(i, k, run_s, w)  # learn from the raw estimate; the placer shrinks it
+        self.placer.sync(t, running, busy)
 
     def choose(self, t: float, k: int, work: float) -> int:
-        work = self.model.effective_work(work)
-        i = self.model.choose_by_ready(self.ready, t, work)
-        slots = self.slots[i]
-        heapreplace(slots, max(slots[0], t) + work / self.model.speed_estimate(i))
-        self.ready[i] = slots[0]
-        self.outstanding[i][k] = work
-        return i
+        return self.placer.place(t, k, work)
 
 
 def _adapter(
