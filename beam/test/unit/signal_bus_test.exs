@@ -59,4 +59,18 @@ defmodule DSPEx.Clustering.SignalBusTest do
     assert GenServer.call(relay, :subscriptions) == %{}
     refute relay in :pg.get_local_members(:dspex_signal_bus, "test.relay.*")
   end
+
+  test "publishing through the relay (as a non-BEAM node would)" do
+    :ok = SignalBus.subscribe("test.viarelay.*")
+    signal = Signal.new!("test.viarelay.call", %{})
+    assert {:ok, 1} = GenServer.call(:dspex_signal_relay, {:publish, signal})
+    assert_receive {:signal, ^signal}
+    GenServer.cast(:dspex_signal_relay, {:publish, %{signal | type: "test.viarelay.cast"}})
+    assert_receive {:signal, %{type: "test.viarelay.cast"}}
+
+    assert {:error, {:invalid_signal, :type, _}} =
+             GenServer.call(:dspex_signal_relay, {:publish, %{signal | type: "Bad"}})
+  after
+    SignalBus.unsubscribe("test.viarelay.*")
+  end
 end

@@ -15,6 +15,10 @@ defmodule DSPEx.Clustering.SignalBus do
       (`{:unsubscribe, pattern, pid}` to leave). `subscribe/2` with a non-local pid does exactly
       this on the local node. The relay monitors the pid and drops it when it dies.
 
+  Publishing from outside: `GenServer.call({:dspex_signal_relay, beam_node}, {:publish, signal})`
+  (or a cast, or `:erpc.call(beam_node, DSPEx.Clustering, :publish, [signal])`); a pg-speaking
+  node may also send `{:signal, signal}` to the members itself.
+
   Use one route per process: a pid subscribed both ways (or through two relays) is two
   subscribers.
 

@@ -6,6 +6,10 @@ defmodule DSPEx.Clustering.SignalBus.Relay do
   cluster-scoped signal once to every foreign pid whose patterns match.
 
       GenServer.call({:dspex_signal_relay, :"a@127.0.0.1"}, {:subscribe, "cluster.**", pid})
+
+  A process that cannot reach the pg scope can also publish through the relay:
+  `GenServer.call(relay, {:publish, signal})` replies with `SignalBus.publish/1`'s result,
+  `GenServer.cast(relay, {:publish, signal})` does the same without a reply.
   """
   use GenServer
 
@@ -31,6 +35,15 @@ defmodule DSPEx.Clustering.SignalBus.Relay do
     do: {:reply, :ok, remove(state, pattern, pid)}
 
   def handle_call(:subscriptions, _from, state), do: {:reply, state.subs, state}
+
+  def handle_call({:publish, signal}, _from, state),
+    do: {:reply, DSPEx.Clustering.SignalBus.publish(signal), state}
+
+  @impl true
+  def handle_cast({:publish, signal}, state) do
+    DSPEx.Clustering.SignalBus.publish(signal)
+    {:noreply, state}
+  end
 
   @impl true
   def handle_info({:signal, %{type: type, scope: :cluster}} = message, state) do
