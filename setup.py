@@ -7,6 +7,14 @@ reference implementation and the fallback when no compiler is present.
 
 from setuptools import Extension, setup
 
-EXTENSIONS: list[Extension] = []
+EXTENSIONS: list[Extension] = [
+    # the External Term Format fast path; dspex_cluster.etf falls back to pure.py without it
+    Extension(
+        "dspex_cluster.etf._cetf",
+        ["python/dspex_cluster/etf/_cetf.c"],
+        extra_compile_args=["-O2", "-Wall", "-Wno-missing-braces"],
+        optional=True,
+    ),
+]
 
 setup(ext_modules=EXTENSIONS)

@@ -772,6 +772,13 @@ def _encode_term(out: bytearray, term: Any, depth: int) -> None:
     fn(out, term, depth)
 
 
+def _encode_fragment(term: Any, depth: int) -> bytes:
+    """The encoding of one subterm (no version byte): _cetf's fallback for unusual types."""
+    out = bytearray()
+    _encode_term(out, term, depth)
+    return bytes(out)
+
+
 def encode(term: Any, *, compressed: bool | int = False) -> bytes:
     """Encode `term` as a full external term (131 version byte first).
 
