@@ -1,7 +1,7 @@
 defmodule DSPEx.Clustering.Application do
   @moduledoc """
-  The OTP application: the signal bus first (its `:pg` scope and relay), then the agents.
-  Discovery starts last, when `DSPEx.Clustering.NodeDiscovery` is part of the build.
+  The OTP application: the agent registry and the signal bus first (its `:pg` scope and
+  relay), then membership, health, load and placement, and discovery last.
   """
   use Application
 
@@ -12,23 +12,19 @@ defmodule DSPEx.Clustering.Application do
   def start(_type, _args) do
     apply_cookie(System.get_env("DSPEX_COOKIE"), Config.get(:cookie_file))
 
-    children =
-      [
-        {Registry, keys: :unique, name: DSPEx.Clustering.AgentRegistry},
-        %{id: :pg, start: {:pg, :start_link, [Names.signal_bus()]}},
-        DSPEx.Clustering.SignalBus.Relay,
-        DSPEx.Clustering.Membership,
-        DSPEx.Clustering.HealthSensor,
-        DSPEx.Clustering.LoadReporter,
-        DSPEx.Clustering.LoadBalancer
-      ] ++ optional_children()
+    children = [
+      {Registry, keys: :unique, name: DSPEx.Clustering.AgentRegistry},
+      %{id: :pg, start: {:pg, :start_link, [Names.signal_bus()]}},
+      DSPEx.Clustering.SignalBus.Relay,
+      DSPEx.Clustering.Membership,
+      DSPEx.Clustering.HealthSensor,
+      DSPEx.Clustering.LoadReporter,
+      DSPEx.Clustering.LoadBalancer,
+      # last: connecting to other nodes starts once everything that watches them runs
+      DSPEx.Clustering.NodeDiscovery
+    ]
 
     Supervisor.start_link(children, strategy: :one_for_one, name: DSPEx.Clustering.Supervisor)
-  end
-
-  defp optional_children do
-    [DSPEx.Clustering.NodeDiscovery]
-    |> Enum.filter(&Code.ensure_loaded?/1)
   end
 
   # The cookie is the only credential: it comes from the environment (DSPEX_COOKIE, removed
