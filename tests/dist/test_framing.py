@@ -67,3 +67,13 @@ def test_flag_sets() -> None:
     for flag in (F.ATOM_CACHE, F.DIST_HDR_ATOM_CACHE, F.FRAGMENTS, F.NAME_ME):
         assert not ours & flag
     assert ours & F.MANDATORY_26 == F.MANDATORY_26
+
+
+def test_control_encoding_cache_gives_identical_frames() -> None:
+    cache: dict[tuple, bytes] = {}
+    plain = [encode_frame(C.send_sender(P, P), i) for i in range(3)]
+    cached = [encode_frame(C.send_sender(P, P), i, cache) for i in range(3)]
+    assert plain == cached and len(cache) == 1
+    spawn = C.spawn_request(1, P, P, (Atom("m"), Atom("f"), 0), [Atom("monitor")])
+    assert encode_frame(spawn, [], cache) == encode_frame(spawn, [])  # unhashable: not cached
+    assert len(cache) == 1

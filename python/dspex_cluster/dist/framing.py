@@ -115,9 +115,31 @@ _CONTROL_CACHE_SIZE = 4
 _MAX_CACHED_CONTROL = 256
 
 
-def encode_frame(control: tuple, message: Any = NO_MESSAGE) -> bytes:
-    """One pass-through frame: Len:32, 112, control term, optional message term."""
-    body = encode(control)
+def encode_frame(
+    control: tuple, message: Any = NO_MESSAGE, cache: dict[tuple, bytes] | None = None
+) -> bytes:
+    """One pass-through frame: Len:32, 112, control term, optional message term.
+
+    With `cache`, the encoding of hashable control tuples is remembered (a sender streaming to
+    one destination repeats the same control message); the caller bounds the cache.
+    """
+    if cache is None:
+        body = encode(control)
+    else:
+        try:
+            body = cache.get(control)  # type: ignore[assignment]
+        except TypeError:  # an unhashable control (lists inside): encode every time
+            body = None
+            cache = None
+        if body is None:
+            body = encode(control)
+            if cache is not None:
+                if len(cache) >= _CONTROL_CACHE_BOUND:
+                    cache.clear()
+                cache[control] = body
     if message is not NO_MESSAGE:
         body += encode(message)
     return _LEN.pack(len(body) + 1) + b"p" + body
+
+
+_CONTROL_CACHE_BOUND = 4096

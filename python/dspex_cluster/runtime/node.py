@@ -99,6 +99,7 @@ class Node:
         self._ref_salt = secrets.randbits(32)
         self._unlink_ids = itertools.count(1)
         self._dispatcher = ControlDispatcher(self)
+        self._control_encodings: dict[tuple, bytes] = {}
         self._nodedown_callbacks: list[Callable[[Atom, Any], None]] = []
         self._nodeup_callbacks: list[Callable[[Atom], None]] = []
         self._server: asyncio.Server | None = None
@@ -346,7 +347,7 @@ class Node:
             raise TypeError(f"cannot send to {dest!r}")
 
     def _send_control(self, node: Atom, ctrl: tuple, message: Any = NO_MESSAGE) -> None:
-        frame = encode_frame(ctrl, message)
+        frame = encode_frame(ctrl, message, self._control_encodings)
         conn = self._conns.get(node)
         if conn is not None:
             conn.send_frame(frame)
