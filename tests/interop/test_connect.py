@@ -146,3 +146,31 @@ async def test_python_to_python_and_peer_restart(epmd: Epmd) -> None:
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_simultaneous_connect_between_two_python_nodes(
+    epmd: Epmd, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both dial at once: the acceptor with the greater name answers nok (its own dial wins),
+    the other answers ok_simultaneous and drops its dial; one connection survives."""
+    caplog.set_level(logging.INFO, logger="dspex_cluster")
+    for _ in range(3):
+        a = Node(f"{unique('sa')}@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port)
+        b = Node(f"{unique('sb')}@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port)
+        await a.start()
+        await b.start()
+        try:
+            b.expose("m", {"who": lambda: Atom("b")})
+            a.expose("m", {"who": lambda: Atom("a")})
+            assert await asyncio.gather(a.connect(b.name), b.connect(a.name)) == [True, True]
+            await asyncio.sleep(0.2)
+            assert a.nodes() == [b.name] and b.nodes() == [a.name]
+            assert await a.rpc(b.name, "m", "who", []) == "b"
+            assert await b.rpc(a.name, "m", "who", []) == "a"
+            conn_a, conn_b = a.connection(b.name), b.connection(a.name)
+            assert conn_a is not None and conn_b is not None
+            assert conn_a.initiator != conn_b.initiator  # the two ends of one TCP connection
+        finally:
+            await a.stop()
+            await b.stop()
+    assert "theirs wins (ok_simultaneous)" in caplog.text or "ours wins (nok)" in caplog.text

@@ -659,7 +659,9 @@ class Node:
         pending = self._pending.get(peer)
         if pending is not None and pending.outgoing is not None and not pending.outgoing.is_up:
             if self.name > peer:
+                log.info("simultaneous connect with %s: ours wins (nok)", peer)
                 return "nok"
+            log.info("simultaneous connect with %s: theirs wins (ok_simultaneous)", peer)
             pending.outgoing.superseded = True
             pending.outgoing.close(abort=True)
             return "ok_simultaneous"
