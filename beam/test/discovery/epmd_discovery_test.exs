@@ -6,7 +6,7 @@ defmodule DSPEx.Clustering.Discovery.EpmdDiscoveryTest do
   use ExUnit.Case, async: false
 
   alias DSPEx.Clustering.Discovery.{Epmd, Static}
-  alias DSPEx.Clustering.DiscoveryTest.Support
+  alias DSPEx.Clustering.DiscoveryTest.{PeerBoot, Support}
   alias DSPEx.Clustering.NodeDiscovery
 
   @moduletag timeout: 60_000
@@ -39,8 +39,11 @@ defmodule DSPEx.Clustering.Discovery.EpmdDiscoveryTest do
       interval: 300,
       ping_interval: 200,
       traffic_interval: 300,
+      announce_interval: 300,
       cluster_name: "epmd-#{u}"
     ]
+
+    collector = Support.pcall(p1, PeerBoot, :collect_signals, ["cluster.node.announce"])
 
     for {peer, _} <- peers, do: Support.start_discovery(peer, opts)
 
@@ -83,6 +86,15 @@ defmodule DSPEx.Clustering.Discovery.EpmdDiscoveryTest do
 
       assert traffic, "no traffic figures on #{me}"
     end
+
+    # the announcements of all three reach a subscriber on the first node over the signal bus
+    announced =
+      Support.wait_until(fn ->
+        from = for s <- Support.pcall(p1, PeerBoot, :signals, [collector]), do: s.data.node
+        Enum.all?(names, &(&1 in from)) && from
+      end)
+
+    assert announced
   end
 
   test "a node of another cluster is refused, disconnected and recorded" do
@@ -128,8 +140,47 @@ defmodule DSPEx.Clustering.Discovery.EpmdDiscoveryTest do
              Support.pcall(pd, NodeDiscovery, :topology, []).backoff[a]
 
     # a announced itself on start
-    signals = Support.pcall(pa, DSPEx.Clustering.DiscoveryTest.PeerBoot, :signals, [collector])
+    signals = Support.pcall(pa, PeerBoot, :signals, [collector])
     assert Enum.any?(signals, &(&1.type == "cluster.node.announce" and &1.data.node == a))
+  end
+
+  test "with unmanaged: :reject a node without a discovery agent is disconnected" do
+    u = Support.uniq()
+    cookie = "unmgd#{u}"
+    {pa, _a} = Support.start_peer("uma#{u}", cookie)
+    {_pb, b} = Support.start_peer("umb#{u}", cookie)
+
+    Support.start_discovery(pa,
+      strategies: [{Static, nodes: [b]}],
+      interval: 200,
+      unmanaged: :reject,
+      reject_backoff: 1_000,
+      cluster_name: "strict-#{u}"
+    )
+
+    rejected =
+      Support.wait_until(fn ->
+        Enum.find(Support.pcall(pa, NodeDiscovery, :history, []), &(&1.event == :rejected))
+      end)
+
+    assert %{node: ^b, detail: {:no_discovery_agent, :noproc}} = rejected
+    assert Support.wait_until(fn -> b not in Support.pcall(pa, Node, :list, [[:connected]]) end)
+    # while refused, b has a per-node cookie nobody knows, so nothing re-dials it by accident
+    refute Support.pcall(pa, :erlang, :get_cookie, [b]) == :"unmgd#{u}"
+
+    # after the back-off the real cookie is restored: the static list dials b again (and
+    # refuses it again, about a second after the first time)
+    second =
+      Support.wait_until(fn ->
+        rejections =
+          for %{event: :rejected, at: at} <- Support.pcall(pa, NodeDiscovery, :history, []),
+              do: at
+
+        length(rejections) >= 2 && rejections
+      end)
+
+    assert [first, again | _] = second
+    assert DateTime.diff(again, first, :millisecond) >= 900
   end
 
   test "version compatibility rule" do

@@ -30,6 +30,7 @@ defmodule DSPEx.Clustering.NodeDiscovery do
       pinged) or `:reject` (disconnected).
     * `:hello_timeout` (2_000), `:ping_interval` (2_000), `:ping_timeout` (1_000),
       `:traffic_interval` (5_000) — ms.
+    * `:announce_interval` — ms between periodic announcements (default 30_000).
     * `:ewma_alpha` — weight of a new round trip in the latency average (default 0.3).
     * `:history_limit` — events kept (default 500).
     * `:reject_backoff` — ms before a refused node is tried again (default 30_000); failed connects
@@ -50,12 +51,15 @@ defmodule DSPEx.Clustering.NodeDiscovery do
   On every `nodeup` (visible or hidden) the agent asks the newcomer's discovery agent
   `Agent.cmd({name, newcomer}, :hello, my_info)` from a separate process (the agent never blocks
   on the network). A node of another cluster or an incompatible version is disconnected, logged
-  with the reason, recorded in the history as `:rejected` and not reconnected for
-  `:reject_backoff` ms. Both sides validate each other independently.
+  with the reason, recorded in the history as `:rejected` and kept out for `:reject_backoff` ms: for
+  that time the node gets a random per-node cookie (`:erlang.set_cookie/2`), so neither side can
+  re-dial it by accident (a `:pg` or `global` message would otherwise reconnect it at once). Both
+  sides validate each other independently.
 
   ## Signals
   Publishes `cluster.node.announce` (data: `node`, `kind`, `cluster_name`, `version`, `strategies`,
-  `members`) when it starts and each time it accepts a new member.
+  `members`) when it starts, each time it accepts a new member, and every `:announce_interval` ms
+  (default 30_000) so late subscribers learn of it too.
   """
   use DSPEx.Clustering.Agent, name: :dspex_node_discovery
 
@@ -270,6 +274,7 @@ defmodule DSPEx.Clustering.NodeDiscovery do
       ping_interval: Keyword.get(opts, :ping_interval, 2_000),
       ping_timeout: Keyword.get(opts, :ping_timeout, 1_000),
       traffic_interval: Keyword.get(opts, :traffic_interval, 5_000),
+      announce_interval: Keyword.get(opts, :announce_interval, 30_000),
       alpha: Keyword.get(opts, :ewma_alpha, 0.3),
       history_limit: Keyword.get(opts, :history_limit, 500),
       reject_backoff: Keyword.get(opts, :reject_backoff, 30_000),
@@ -299,7 +304,11 @@ defmodule DSPEx.Clustering.NodeDiscovery do
 
   @impl DSPEx.Clustering.Agent
   def sensors(state),
-    do: [latency: {:every, state.ping_interval}, traffic: {:every, state.traffic_interval}]
+    do: [
+      latency: {:every, state.ping_interval},
+      traffic: {:every, state.traffic_interval},
+      announce: {:every, state.announce_interval}
+    ]
 
   @impl DSPEx.Clustering.Agent
   def sense(:latency, state) do
@@ -308,6 +317,7 @@ defmodule DSPEx.Clustering.NodeDiscovery do
   end
 
   def sense(:traffic, state), do: {:ok, [], sample_traffic(state)}
+  def sense(:announce, state), do: {:ok, [announce(state)], state}
 
   @impl DSPEx.Clustering.Agent
   def handle_event({:dspex_discovery, id, result}, state),
@@ -323,6 +333,7 @@ defmodule DSPEx.Clustering.NodeDiscovery do
     do: hello_result(n, kind, result, state)
 
   def handle_event({:dspex_nd, :pong, n, result}, state), do: {:ok, [], pong(n, result, state)}
+  def handle_event({:dspex_nd, :unblock, n}, state), do: {:ok, [], unblock(n, state)}
   def handle_event(:dspex_announce, state), do: {:ok, [announce(state)], state}
 
   def handle_event(:dspex_rescan, state) do
@@ -382,10 +393,14 @@ defmodule DSPEx.Clustering.NodeDiscovery do
 
   defp connect_result(n, true, state) do
     state = %{state | connecting: MapSet.delete(state.connecting, n)}
-    # nodeup normally starts validation; cover a connection that already existed.
-    if Map.has_key?(state.members, n) or Map.has_key?(state.validating, n),
-      do: state,
-      else: validate(n, :visible, state)
+
+    # nodeup normally starts validation; this covers a connection that already existed. The
+    # nodeup may also have come, been validated and refused before this message arrived.
+    cond do
+      Map.has_key?(state.members, n) or Map.has_key?(state.validating, n) -> state
+      refused?(n, state) or n not in Node.list(:connected) -> state
+      true -> validate(n, :visible, state)
+    end
   end
 
   defp connect_result(n, other, state) do
@@ -428,9 +443,12 @@ defmodule DSPEx.Clustering.NodeDiscovery do
     timeout = state.hello_timeout
 
     spawn(fn ->
+      # a call to a node that has just gone would dial it again: only ask connected nodes
       result =
         try do
-          Agent.cmd(target, :hello, hello, timeout)
+          if n in Node.list(:connected),
+            do: Agent.cmd(target, :hello, hello, timeout),
+            else: {:exit, :noconnection}
         catch
           :exit, reason -> {:exit, reason}
         end
@@ -503,6 +521,7 @@ defmodule DSPEx.Clustering.NodeDiscovery do
 
   defp reject(n, reason, state) do
     Logger.warning("discovery: refused #{n}: #{inspect(reason)}")
+    block(n, state.reject_backoff)
     Node.disconnect(n)
 
     state
@@ -510,6 +529,33 @@ defmodule DSPEx.Clustering.NodeDiscovery do
     |> put_backoff(n, state.reject_backoff, 0, {:rejected, reason})
     |> record(:rejected, n, reason)
   end
+
+  # Disconnecting is not enough: any send to the node (pg, global, a stray call on either side)
+  # dials it again. A per-node cookie nobody knows makes both directions fail at the handshake
+  # until the back-off ends; the real cookie is never touched or logged.
+  defp block(n, ms) do
+    :erlang.set_cookie(n, :"refused-#{Base.encode16(:crypto.strong_rand_bytes(16))}")
+    Process.send_after(self(), {:dspex_nd, :unblock, n}, ms)
+  end
+
+  defp unblock(n, state) do
+    case state.backoff[n] do
+      # refused again meanwhile: wait for the newer deadline
+      %{reason: {:rejected, _}, until: until} when until > 0 ->
+        left = until - mono()
+
+        if left > 0,
+          do: Process.send_after(self(), {:dspex_nd, :unblock, n}, left),
+          else: restore_cookie(n)
+
+      _ ->
+        restore_cookie(n)
+    end
+
+    state
+  end
+
+  defp restore_cookie(n), do: if(Node.alive?(), do: :erlang.set_cookie(n, :erlang.get_cookie()))
 
   defp nodedown(n, info, state) do
     state = %{state | validating: Map.delete(state.validating, n)}
@@ -538,6 +584,8 @@ defmodule DSPEx.Clustering.NodeDiscovery do
 
       result =
         try do
+          # never re-dial a node that left between the sensor tick and this call
+          true = n in Node.list(:connected)
           {:ok, :pong} = Agent.cmd(target, :ping, %{}, timeout)
           {:ok, (System.monotonic_time(:microsecond) - t0) / 1000}
         catch
