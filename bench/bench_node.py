@@ -290,7 +290,7 @@ async def stability_run(epmd: Epmd, seconds: float) -> dict[str, Any]:
             "seconds": seconds,
             "checks": checks,
             "failed_checks": failures,
-            "python_saw_nodedown": downs,
+            "python_saw_nodedown": list(downs),  # a copy: stop() below adds its own
             "beam_nodes_with_error_or_warning_logs": errors,
             "stable": failures == 0 and not downs and not errors,
         }

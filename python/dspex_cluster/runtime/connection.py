@@ -245,6 +245,8 @@ class DistConnection(asyncio.Protocol):
             return
         if not abort:
             self._flush()
+        if self.close_reason is None:
+            self.close_reason = "closed by this node"
         self.closed = True
         if abort:
             self.transport.abort()
