@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from dspex_cluster.skills.failure_history import FailureHistory, WeibullParams
-
 
 def _log1pexp(z: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, z)
@@ -83,55 +81,3 @@ class RidgeLogistic:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return sigmoid(self.decision(x))
-
-
-class HazardModel:
-    """Weibull-renewal-with-frailty hazard, recalibrated by a ridge logistic over all features.
-
-    With fewer than `min_positive` positive training rows the logistic layer is skipped and the
-    probability is the renewal model's own, 1 - exp(-z * dH) (z = frailty, dH = renewal
-    cumulative hazard over the horizon): the model then works from failure history alone.
-    """
-
-    def __init__(
-        self, params: WeibullParams, logistic: RidgeLogistic | None, horizon_days: float
-    ) -> None:
-        self.params = params
-        self.logistic = logistic
-        self.horizon_days = horizon_days
-
-    def predict(self, history: FailureHistory, node: np.ndarray, t: np.ndarray) -> np.ndarray:
-        if self.logistic is None:
-            z, ahead = history.node_hazard(self.params, node, t, self.horizon_days)
-            return -np.expm1(-z * ahead)
-        x = history.features(self.params, node, t, self.horizon_days)
-        return self.logistic.predict_proba(x)
-
-
-def fit_hazard_model(
-    history: FailureHistory,
-    cutoff_s: float,
-    train_node: np.ndarray,
-    train_t: np.ndarray,
-    train_label: np.ndarray,
-    horizon_days: float = 1.0,
-    train_weight: np.ndarray | None = None,
-    base: np.ndarray | None = None,
-    l2: float = 1.0,
-    min_positive: int = 30,
-) -> HazardModel:
-    """Fit on training rows whose horizon ends by `cutoff_s` (the caller guarantees it).
-
-    The Weibull renewal parameters use only failures that started before `cutoff_s`, so a model
-    fitted at a cutoff can score any time >= cutoff without seeing the future. `base` may pass
-    precomputed `base_features` of the training rows.
-    """
-    params = history.fit_weibull(cutoff_s)
-    y = np.asarray(train_label, dtype=np.float64)
-    if y.sum() < min_positive or y.sum() == y.size:
-        return HazardModel(params, None, horizon_days)
-    if base is None:
-        base = history.base_features(train_node, train_t)
-    x = np.hstack([base, history.hazard_features(params, train_node, train_t, base, horizon_days)])
-    logistic = RidgeLogistic(l2=l2).fit(x, y, train_weight)
-    return HazardModel(params, logistic, horizon_days)

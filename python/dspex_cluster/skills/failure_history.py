@@ -165,6 +165,7 @@ class FailureHistory:
         self.fail_start_s = np.asarray(fail_start_s, dtype=np.float64)[o]
         self.fail_end_s = np.asarray(fail_end_s, dtype=np.float64)[o]
         self.by_system = KeyedTimes(nodes.system[self.fail_node], self.fail_start_s)
+        self._starts = KeyedTimes(nodes.system, nodes.prod_start_s)
         grp = nodes.group[self.fail_node]
         self._has_group = grp >= 0
         self.by_group = KeyedTimes(grp[self._has_group], self.fail_start_s[self._has_group])
@@ -172,6 +173,13 @@ class FailureHistory:
         self._is_first = np.arange(self.fail_node.size) == first  # node's first failure
         prev_start = np.where(self._is_first, np.nan, np.roll(self.fail_start_s, 1))
         self._gap_days = (self.fail_start_s - prev_start) / DAY_S  # nan for a node's first
+
+    def system_size_at(self, system: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Nodes of `system` in production at t (at least 1): a node known only from the
+        future must not change the present."""
+        after = np.asarray(t, dtype=np.float64) + 1e-6
+        n = self._starts.index_before(system, after) - self._starts.first_index(system)
+        return np.maximum(n, 1).astype(np.float64)
 
     # ---- the renewal model -------------------------------------------------------------------
     def fit_weibull(self, cutoff_s: float, prior_events: float = 50.0) -> WeibullParams:
@@ -250,7 +258,7 @@ class FailureHistory:
         age = np.maximum((t - self.nodes.prod_start_s[node]) / DAY_S, 0.0)
         dow = (np.floor(t / DAY_S).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
         sys_ = self.nodes.system[node]
-        size = self.nodes.system_sizes()[sys_]
+        size = self.system_size_at(sys_, t)
         cols = [
             has.astype(float),
             log_tau,
@@ -292,7 +300,7 @@ class FailureHistory:
         params: WeibullParams,
         node: np.ndarray,
         t: np.ndarray,
-        horizon_days: float,
+        horizon_days: float | np.ndarray,
         alpha: float = 0.5,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(frailty z, renewal cumulative hazard over [t, t + horizon]) per query.

@@ -1,0 +1,99 @@
+"""The failure-history hazard model: Weibull renewal with frailty, recalibrated on features.
+
+Three tiers, chosen by how much history there is (positive training rows = node-intervals in which
+a failure started):
+- fewer than `min_positive_logistic`: the renewal model alone, P = 1 - exp(-z * dH), where z is the
+  node's gamma frailty and dH its system's Weibull cumulative hazard over the horizon;
+- up to `min_positive_boosted`: a ridge logistic regression on all `FEATURE_NAMES`;
+- beyond: boosted trees on the same features (interactions between recency and system scale).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import numpy as np
+
+from dspex_cluster.skills.failure_boost import BoostedHazard
+from dspex_cluster.skills.failure_hazard import RidgeLogistic
+from dspex_cluster.skills.failure_history import FailureHistory, WeibullParams
+
+Learner = Literal["auto", "renewal", "logistic", "boosted"]
+
+
+class _Classifier(Protocol):
+    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class HazardModel:
+    """A fitted model: Weibull parameters plus an optional learned layer over the features."""
+
+    def __init__(
+        self, params: WeibullParams, learner: _Classifier | None, horizon_days: float
+    ) -> None:
+        self.params = params
+        self.learner = learner
+        self.horizon_days = horizon_days
+
+    @property
+    def kind(self) -> str:
+        if self.learner is None:
+            return "renewal"
+        return "boosted" if isinstance(self.learner, BoostedHazard) else "logistic"
+
+    def predict(
+        self,
+        history: FailureHistory,
+        node: np.ndarray,
+        t: np.ndarray,
+        base: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """P(a failure starts within the horizon after t) for queries (node, t)."""
+        if self.learner is None:
+            z, ahead = history.node_hazard(self.params, node, t, self.horizon_days)
+            return -np.expm1(-z * ahead)
+        if base is None:
+            base = history.base_features(node, t)
+        hz = history.hazard_features(self.params, node, t, base, self.horizon_days)
+        return self.learner.predict_proba(np.hstack([base, hz]))
+
+
+def fit_hazard_model(
+    history: FailureHistory,
+    cutoff_s: float,
+    train_node: np.ndarray,
+    train_t: np.ndarray,
+    train_label: np.ndarray,
+    horizon_days: float = 1.0,
+    train_weight: np.ndarray | None = None,
+    base: np.ndarray | None = None,
+    learner: Learner = "auto",
+    min_positive_logistic: int = 30,
+    min_positive_boosted: int = 1000,
+    n_trees: int = 100,
+) -> HazardModel:
+    """Fit on training rows whose horizon ends by `cutoff_s` (the caller guarantees it).
+
+    The Weibull renewal parameters use only failures that started before `cutoff_s`, so a model
+    fitted at a cutoff can score any time >= cutoff without seeing the future. `base` may pass
+    precomputed `base_features` of the training rows.
+    """
+    params = history.fit_weibull(cutoff_s)
+    y = np.asarray(train_label, dtype=np.float64)
+    n_pos = int(y.sum())
+    if learner == "auto":
+        if n_pos < min_positive_logistic or n_pos == y.size:
+            learner = "renewal"
+        else:
+            learner = "boosted" if n_pos >= min_positive_boosted else "logistic"
+    if learner == "renewal":
+        return HazardModel(params, None, horizon_days)
+    if base is None:
+        base = history.base_features(train_node, train_t)
+    x = np.hstack([base, history.hazard_features(params, train_node, train_t, base, horizon_days)])
+    model: _Classifier
+    if learner == "boosted":
+        model = BoostedHazard(n_trees=n_trees).fit(x, y, train_weight)
+    else:
+        model = RidgeLogistic(l2=1.0).fit(x, y, train_weight)
+    return HazardModel(params, model, horizon_days)
