@@ -513,7 +513,9 @@ defmodule DSPEx.Clustering.NodeDiscovery do
       discovered_by: for({id, set} <- state.discovered, MapSet.member?(set, n), do: id)
     }
 
-    Logger.info("discovery: #{n} joined (#{status}, #{kind})")
+    # unmanaged nodes (shells, tools, Python peers) come and go often: keep them out of info logs
+    level = if status == :member, do: :info, else: :debug
+    Logger.log(level, "discovery: #{n} joined (#{status}, #{kind})")
 
     %{state | members: Map.put(state.members, n, member), backoff: Map.delete(state.backoff, n)}
     |> record(:join, n, %{status: status, kind: kind, version: member.version})
@@ -564,8 +566,9 @@ defmodule DSPEx.Clustering.NodeDiscovery do
       {nil, _} ->
         state
 
-      {_member, members} ->
-        Logger.info("discovery: #{n} left")
+      {member, members} ->
+        level = if member.status == :member, do: :info, else: :debug
+        Logger.log(level, "discovery: #{n} left")
 
         %{state | members: members, latency: Map.delete(state.latency, n)}
         |> record(:leave, n, Keyword.get(info, :nodedown_reason))
