@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from dspex_cluster.etf import NO_MESSAGE, ETFError, decode_from, encode
+from dspex_cluster.etf import IMPLEMENTATION, NO_MESSAGE, ETFError, decode_from, encode
 
 PASS_THROUGH = 112
 TICK_FRAME = b"\x00\x00\x00\x00"
@@ -32,7 +32,9 @@ class FrameReader:
         self.max_frame = max_frame
         self._buf = bytearray()
         self.error: str | None = None
-        self._recent_controls: dict[bytes, Any] = {}
+        # With the pure-Python codec, re-decoding a repeated control message costs more than
+        # comparing its bytes with the last few seen; with the C codec it does not.
+        self._recent_controls: dict[bytes, Any] | None = {} if IMPLEMENTATION == "pure" else None
 
     @property
     def buffered(self) -> int:
@@ -49,6 +51,7 @@ class FrameReader:
         end = len(buf)
         unpack = _LEN.unpack_from
         max_frame = self.max_frame
+        recent = self._recent_controls
         try:
             while end - pos >= 4:
                 (n,) = unpack(buf, pos)
@@ -63,7 +66,20 @@ class FrameReader:
                     break
                 if buf[pos + 4] != PASS_THROUGH:
                     raise FrameError(f"unsupported frame type {buf[pos + 4]} (no atom cache)")
-                frames.append(_decode_frame(buf, pos + 5, stop, self._recent_controls))
+                if recent is None:
+                    # the common case inline: control term, optional message, nothing else
+                    try:
+                        control, at = decode_from(buf, pos + 5)
+                        message = NO_MESSAGE
+                        if at < stop:
+                            message, at = decode_from(buf, at)
+                    except ETFError as err:
+                        raise FrameError(f"undecodable term: {err}") from None
+                    if at != stop or type(control) is not tuple or not control:
+                        _decode_frame(buf, pos + 5, stop)  # raises the precise FrameError
+                    frames.append((control, message))
+                else:
+                    frames.append(_decode_frame(buf, pos + 5, stop, recent))
                 pos = stop
         except FrameError as err:
             self.error = str(err)
