@@ -141,6 +141,28 @@ defmodule DSPEx.Clustering.Discovery.GossipDiscoveryTest do
     Support.pcall(peer, :sys, :get_state, [pid]).strategy
   end
 
+  test "broadcast on loopback (127.255.255.255) brings two nodes together" do
+    u = Support.uniq()
+    cookie = "bcast#{u}"
+    port = Support.free_udp_port()
+    gossip = [mode: :broadcast, broadcast_addr: {127, 255, 255, 255}, port: port]
+    opts = [strategies: [{Gossip, gossip}], interval: 200, cluster_name: "bc-#{u}"]
+
+    {pa, a} = Support.start_peer("gba#{u}", cookie)
+    {pb, b} = Support.start_peer("gbb#{u}", cookie)
+    Support.start_discovery(pa, opts)
+    Support.start_discovery(pb, opts)
+
+    for {peer, other} <- [{pa, b}, {pb, a}] do
+      assert Support.wait_until(fn ->
+               match?(
+                 %{status: :member},
+                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
+               )
+             end)
+    end
+  end
+
   test "unicast fallback: each node binds a free port of the range and sends to all of them" do
     u = Support.uniq()
     cookie = "unicast#{u}"

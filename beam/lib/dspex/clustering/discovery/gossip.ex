@@ -10,6 +10,9 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
       # multicast on loopback (single-host clusters and tests)
       {DSPEx.Clustering.Discovery.Gossip, multicast_if: {127, 0, 0, 1}}
 
+      # broadcast on loopback
+      {DSPEx.Clustering.Discovery.Gossip, mode: :broadcast, broadcast_addr: {127, 255, 255, 255}}
+
       # unicast fallback: each node binds the first free port of the range and sends to every
       # port of the range on every peer address
       {DSPEx.Clustering.Discovery.Gossip, mode: :unicast, port: 45900..45909,
@@ -20,7 +23,11 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
     * `:port` — UDP port (default 45892); for `:unicast` also a `Range` (see above).
     * `:multicast_addr` — group (default `{239, 255, 42, 42}`); `:multicast_if` — local interface
       address to join and send on (default `{0, 0, 0, 0}`, the kernel's choice); `:ttl` (default 1).
-    * `:broadcast_addr` — for `:broadcast` (default `{255, 255, 255, 255}`).
+    * `:broadcast_addr` — for `:broadcast` (default `{255, 255, 255, 255}`; on loopback use
+      `{127, 255, 255, 255}`).
+    * `:bind_ip` — local address of the socket: by default the multicast group for `:multicast`
+      (only group traffic is received) and `{0, 0, 0, 0}` otherwise (a socket bound to one unicast
+      address does not receive broadcasts).
     * `:peers` — addresses also sent to by unicast, in any mode.
     * `:cluster_name` — part of the key (NodeDiscovery passes its own); default `"dspex"`.
     * `:secret` — key material instead of the Erlang cookie (binary).
