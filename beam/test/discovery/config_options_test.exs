@@ -51,6 +51,14 @@ defmodule DSPEx.Clustering.Discovery.ConfigOptionsTest do
     assert dns[:query] == "app.ns.svc" and dns[:basename] == "app"
   end
 
+  test "{module, opts} entries are kept as they are" do
+    Application.put_env(:dspex_cluster, :discovery, [{Static, nodes: [:z@h]}, :gossip])
+    Application.put_env(:dspex_cluster, :cluster_name, "mixed")
+    opts = NodeDiscovery.options_from_config()
+    assert opts[:strategies] == [{Static, nodes: [:z@h]}, {Gossip, []}]
+    assert opts[:cluster_name] == "mixed"
+  end
+
   test "a keyword list under :discovery is taken as the options themselves" do
     given = [strategies: [{Static, nodes: [:y@h]}], interval: 100, cluster_name: "kw"]
     Application.put_env(:dspex_cluster, :discovery, given)

@@ -113,7 +113,8 @@ defmodule DSPEx.Clustering.NodeDiscovery do
   Options built from the application environment (`DSPEx.Clustering.Config`):
 
     * `:discovery` — a list of strategies (`{module, opts}` or the shorthands `:epmd`, `:dns`,
-      `:gossip`, `:static`, `:consul`), or a keyword list of the options above (then used as is);
+      `:gossip`, `:static`, `:consul`), or a keyword list of the options above with a
+      `:strategies` key (then used as is);
     * `:hosts` — hosts for `:epmd`; `:discovery_interval_ms` — `:interval`; `:cluster_name`;
     * for the shorthands: `:dns_query`, `:dns_basename`, `:dns_type`, `:dns_nameservers`;
       `:static_nodes`; `:consul_url`, `:consul_service`, `:consul_basename`; `:gossip` (keyword).
@@ -130,7 +131,9 @@ defmodule DSPEx.Clustering.NodeDiscovery do
 
     discovery = get.(:discovery, [])
 
-    if Keyword.keyword?(discovery) and discovery != [] do
+    # `[strategies: ...]` is the options themselves; `[{Epmd, hosts: ...}]` is a keyword list
+    # too (module names are atoms), so tell them apart by the :strategies key
+    if Keyword.keyword?(discovery) and Keyword.has_key?(discovery, :strategies) do
       discovery
     else
       env = fn key, default -> Application.get_env(:dspex_cluster, key, default) end
