@@ -37,6 +37,7 @@ _u16 = struct.Struct(">H").unpack_from
 _u32 = struct.Struct(">I").unpack_from
 _i32 = struct.Struct(">i").unpack_from
 _u64 = struct.Struct(">Q").unpack_from
+_u32x3 = struct.Struct(">III").unpack_from
 _f64 = struct.Struct(">d").unpack_from
 _pack_u16 = struct.Struct(">H").pack
 _pack_u32 = struct.Struct(">I").pack
@@ -140,7 +141,7 @@ def _read_pid(st: _State, pos: int) -> tuple[Pid, int]:
         raise _fail("expected a NEW_PID_EXT", pos)
     node, p = _read_atom(st, pos + 1, False)
     _need(st, p, 12, "pid")
-    return Pid(node, _u32(data, p)[0], _u32(data, p + 4)[0], _u32(data, p + 8)[0]), p + 12
+    return Pid(node, *_u32x3(data, p)), p + 12
 
 
 def _term(st: _State, pos: int, depth: int) -> tuple[Any, int]:
@@ -437,12 +438,19 @@ def _as_buffer(data: Any) -> Any:
     raise TypeError(f"expected bytes, bytearray or memoryview, got {type(data).__name__}")
 
 
+_stack_ready_for = 0  # the max_depth the recursion limit was last raised for
+
+
 def _ensure_stack(limits: DecodeLimits) -> None:
     # The decoder recurses once per nesting level (plus a frame or two per level for the
     # dispatch); since 3.11 such pure-Python calls use no C stack, so raising the limit is safe.
-    need = 3 * limits.max_depth + 200
-    if sys.getrecursionlimit() < need + 1000:
-        sys.setrecursionlimit(need + 1000)
+    global _stack_ready_for
+    if limits.max_depth <= _stack_ready_for:
+        return
+    need = 3 * limits.max_depth + 1200
+    if sys.getrecursionlimit() < need:
+        sys.setrecursionlimit(need)
+    _stack_ready_for = limits.max_depth
 
 
 def decode_from(
@@ -456,7 +464,7 @@ def decode_from(
         raise _fail("truncated: expected the version byte 131", offset)
     if buf[offset] != T.VERSION:
         raise _fail(f"expected version byte 131, got {buf[offset]}", offset)
-    if limits.max_depth > 200:
+    if limits.max_depth > _stack_ready_for:
         _ensure_stack(limits)
     if offset + 1 < len(buf) and buf[offset + 1] == T.COMPRESSED:
         return _decode_compressed(buf, offset, limits)
@@ -786,7 +794,8 @@ def encode(term: Any, *, compressed: bool | int = False) -> bytes:
     Like term_to_binary, the compressed form is used only when it is smaller.
     """
     out = bytearray(b"\x83")
-    _ensure_stack(DEFAULT_LIMITS)
+    if _stack_ready_for < _ENCODE_MAX_DEPTH:
+        _ensure_stack(DEFAULT_LIMITS)
     try:
         _encode_term(out, term, 0)
     except RecursionError:
