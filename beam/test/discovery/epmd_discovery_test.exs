@@ -25,6 +25,10 @@ defmodule DSPEx.Clustering.Discovery.EpmdDiscoveryTest do
     peers = for i <- 1..3, do: Support.start_peer("ep#{i}n#{u}", cookie)
     names = Enum.map(peers, &elem(&1, 1))
 
+    # nothing of ours listens on epmd's default port: finding the names below proves the strategy
+    # asked the private epmd named by ERL_EPMD_PORT
+    assert System.get_env("ERL_EPMD_PORT") not in [nil, "4369"]
+
     # the epmd strategy on its own lists all three (and maybe other nodes of this run)
     {p1, _} = hd(peers)
     {:ok, state} = Support.pcall(p1, Epmd, :init, [[hosts: ["127.0.0.1"]]])
