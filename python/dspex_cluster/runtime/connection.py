@@ -186,14 +186,14 @@ class DistConnection(asyncio.Protocol):
         frames, ticks = reader.feed(data)
         if ticks:
             self.send_frame(TICK_FRAME)
-        dispatch = self.node._dispatcher.dispatch
+        handlers = self.node._dispatcher.handlers
         self._dispatching = True
         try:
             for control, message in frames:
                 if self.closed:
                     return
                 try:
-                    dispatch(self, control, message)
+                    handlers[control[0]](self, control, message)
                 except Exception as err:  # a malformed control message: drop this connection
                     log.debug("dispatch failure", exc_info=True)
                     self.abort(f"malformed control message {control!r:.120}: {err!r}")

@@ -75,10 +75,9 @@ class ControlDispatcher:
             raise ProtocolViolation("SEND to something that is not a pid")
 
     def _reg_send(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
-        node = self.node
-        pid = node._names.get(ctrl[3])
-        if pid is not None:
-            node._procs[pid]._deliver(message)
+        ep = self.node._named.get(ctrl[3])
+        if ep is not None:
+            ep._deliver(message)
         elif not isinstance(ctrl[3], Atom):
             raise ProtocolViolation("REG_SEND to something that is not an atom")
 

@@ -88,6 +88,7 @@ class Node:
         self.port = 0
         self._procs: dict[Pid, Endpoint] = {}
         self._names: dict[Atom, Pid] = {}
+        self._named: dict[Atom, Endpoint] = {}  # the same names, straight to the endpoint
         self._names_of: dict[Pid, Atom] = {}
         self._aliases: dict[Reference, Endpoint] = {}
         self._conns: dict[Atom, DistConnection] = {}
@@ -259,6 +260,7 @@ class Node:
         name = self._names_of.pop(pid, None)
         if name is not None:
             self._names.pop(name, None)
+            self._named.pop(name, None)
         for alias in ep._alias_refs:
             self._aliases.pop(alias, None)
         links, ep._links = ep._links, set()
@@ -278,10 +280,12 @@ class Node:
         if pid not in self._procs:
             raise ValueError(f"{pid!r} is not a live local process")
         self._names[atom] = pid
+        self._named[atom] = self._procs[pid]
         self._names_of[pid] = atom
 
     def unregister(self, name: str) -> None:
         pid = self._names.pop(Atom(name), None)
+        self._named.pop(Atom(name), None)
         if pid is not None:
             self._names_of.pop(pid, None)
 
@@ -339,10 +343,10 @@ class Node:
                 Atom(node), C.reg_send(sender or self.system_pid, Atom(name)), message
             )
         elif isinstance(dest, str):
-            pid = self._names.get(Atom(dest))
-            if pid is None:
+            ep = self._named.get(Atom(dest))
+            if ep is None:
                 raise ValueError(f"no process registered as {dest!r}")  # erlang: badarg
-            self._procs[pid]._deliver(message)
+            ep._deliver(message)
         else:
             raise TypeError(f"cannot send to {dest!r}")
 
