@@ -49,6 +49,19 @@ defmodule DSPEx.Clustering.Discovery.StaticDiscoveryTest do
                :connect_failed
            end)
 
+    # a hidden node without a discovery agent (a remote shell, a Python node) is kept as unmanaged
+    {ph, h} = Support.start_peer("sth#{u}", cookie, [~c"-hidden"])
+    assert Support.pcall(ph, Node, :connect, [a])
+
+    assert Support.wait_until(fn ->
+             match?(
+               %{status: :unmanaged, kind: :hidden},
+               Support.pcall(pa, NodeDiscovery, :topology, []).members[h]
+             )
+           end)
+
+    refute Map.has_key?(Support.pcall(pa, NodeDiscovery, :latency, []), h)
+
     Support.stop_peer(pb)
 
     left =
