@@ -44,7 +44,8 @@ Rejected: LOCAL_EXT 121, the pre-OTP-23 PID/PORT/REFERENCE/FUN tags, atom-cache 
 
 Limits (DecodeLimits; defaults): max_depth=1000 nesting levels, max_elements=16 Mi container
 elements per term, max_uncompressed_size=64 MiB for compressed terms, max_atom_chars=255.
-The pure decoder may raise the interpreter's recursion limit to fit max_depth (safe on 3.11+).
+max_depth is at most 2,000, so that the C decoder stays well inside a 1 MB thread stack. The pure
+decoder may raise the interpreter's recursion limit to fit max_depth (safe on 3.11+).
 """
 
 from __future__ import annotations

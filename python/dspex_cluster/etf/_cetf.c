@@ -836,8 +836,8 @@ limits_init(Dec *d, PyObject *limits)
     Py_DECREF(v);
     if (PyErr_Occurred())
         return -1;
-    if (d->max_depth < 1 || d->max_depth > 10000) {
-        PyErr_SetString(PyExc_ValueError, "DecodeLimits.max_depth must be 1..10000");
+    if (d->max_depth < 1 || d->max_depth > 2000) { /* types.MAX_DEPTH_CEILING */
+        PyErr_SetString(PyExc_ValueError, "DecodeLimits.max_depth must be 1..2000");
         return -1;
     }
     d->elements_left = d->max_elements;
