@@ -325,8 +325,11 @@ class PlacementModel:
         self.noise_var = 0.01  # observation noise of one log-speed sample, learned in observe
         self._rng = np.random.default_rng(seed)
         self._mean_work = 1.0  # running mean of observed work: a stand-in backlog per queued task
-        self._log_work_mean = 0.0  # running mean and variance of log work estimates (shrinkage)
-        self._log_work_var = 0.0
+        # calibration of work estimates: log(actual work) ~ a + b log(estimate), fitted from
+        # running moments of (log estimate, log(run time x node speed)); a = 0, b = 1 = exact
+        self._calib_n = 0
+        self._mx = self._my = self._vxx = self._cxy = 0.0
+        self._a, self._b = 0.0, 1.0
         self._n = 0
         self._obs = 0
         if n_nodes is not None:
@@ -389,9 +392,11 @@ class PlacementModel:
     def observe_run(self, node_idx: int, work: float, duration_s: float) -> None:
         """``observe`` without the mapping: node, work estimate (speed-1 seconds), run time (s).
 
-        The speed sample uses the shrunk work (``effective_work``), not the raw estimate: a node
-        sent mostly tasks whose estimates look small would otherwise look slow (small estimates
-        are underestimates on average) and stop being chosen.
+        The speed sample uses the calibrated work (``effective_work``), not the raw estimate: a
+        node sent mostly tasks whose estimates look small would otherwise look slow (small
+        estimates are underestimates on average) and stop being chosen. The calibration is a
+        regression of log(run time x node speed) on log(estimate); node choice depends on the
+        estimate only, so it does not bias that regression.
         """
         if node_idx >= self._n:
             self._resize(node_idx + 1)
@@ -403,45 +408,46 @@ class PlacementModel:
         var = min(self._var[i] + self.drift * (1.0 + age), self.prior_var)
         log_est = math.log(work)
         log_run = math.log(duration_s)
-        if self._runs[i] > 0:  # raw-estimate innovations measure the estimates' noise
-            raw = log_est - log_run - self._log_speed[i]
-            self.noise_var += 0.02 * (max(raw * raw - var, 0.0) - self.noise_var)
-        keep = self._keep()
-        mu = self._log_work_mean
-        innovation = mu + keep * (log_est - mu) - log_run - self._log_speed[i]
-        gain = var / (var + keep * self.noise_var + 1e-12)
+        if self._runs[i] > 0:  # the node's speed is known a little: calibrate the estimates
+            self._calibrate(log_est, log_run + self._log_speed[i])
+        innovation = self._a + self._b * log_est - log_run - self._log_speed[i]
+        if self._runs[i] > 0:  # the prior's spread is not observation noise
+            excess = innovation * innovation - var
+            self.noise_var += 0.02 * (max(excess, 0.0) - self.noise_var)
+        gain = var / (var + self.noise_var + 1e-12)
         self._log_speed[i] += gain * innovation
         self._var[i] = (1.0 - gain) * var
         self._runs[i] += 1.0
         self._obs += 1
         self._last_obs[i] = self._obs
         self._last_duration[i] = duration_s
-        rate = 1.0 / min(self._obs, 1000)
-        self._mean_work += (work - self._mean_work) * rate
-        dev = log_est - self._log_work_mean
-        self._log_work_mean += dev * rate
-        self._log_work_var += (dev * dev * (1.0 - rate) - self._log_work_var) * rate
+        self._mean_work += (work - self._mean_work) / min(self._obs, 1000)
         self._dirty = True
 
-    def _keep(self) -> float:
-        """Share of an estimate's log-distance from the mean that is signal, in [0, 1]."""
-        if self._obs < 30 or self._log_work_var <= 0.0:
-            return 1.0
-        keep = 1.0 - self.noise_var / self._log_work_var
-        return 1.0 if keep >= 0.99 else max(keep, 0.0)
+    def _calibrate(self, x: float, y: float) -> None:
+        self._calib_n += 1
+        rate = 1.0 / min(self._calib_n, 1000)
+        dx, dy = x - self._mx, y - self._my
+        self._mx += dx * rate
+        self._my += dy * rate
+        self._vxx += (dx * dx * (1.0 - rate) - self._vxx) * rate
+        self._cxy += (dx * dy * (1.0 - rate) - self._cxy) * rate
+        if self._calib_n >= 30 and self._vxx > 1e-12:
+            b = min(max(self._cxy / self._vxx, 0.0), 1.0)
+            if b < 0.98 or abs(self._my - b * self._mx) > 0.02:
+                self._a, self._b = self._my - b * self._mx, b
+            else:  # estimates look exact: keep them exact
+                self._a, self._b = 0.0, 1.0
 
     def effective_work(self, work: float) -> float:
-        """The work to plan with, given an estimate: shrunk toward the typical task in log space.
+        """The work to plan with, given an estimate: exp(a + b log estimate), calibrated online.
 
-        Empirical Bayes: log-estimates spread by var(log work) + noise, and the raw innovations of
-        the speed filter measure the noise, so an estimate keeps the share 1 - noise / spread of
-        its distance from the mean. Exact estimates (noise ~ 0) pass through unchanged.
+        Rough estimates regress toward the typical task (b < 1: an estimate far from the mean is
+        mostly noise); exact ones pass through unchanged (a = 0, b = 1).
         """
-        keep = self._keep()
-        if keep == 1.0:
+        if self._b == 1.0 and self._a == 0.0:
             return work
-        mu = self._log_work_mean
-        return math.exp(mu + keep * (math.log(work) - mu))
+        return math.exp(self._a + self._b * math.log(work))
 
     # ---- scoring -----------------------------------------------------------------------------
     def predict_completion(
