@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import struct
+import subprocess
+import sys
 import zlib
 from types import ModuleType
 from typing import Any
@@ -373,3 +375,30 @@ def test_types_are_immutable_hashable_and_readable() -> None:
         ImproperList([], 2)
     with pytest.raises(ValueError):
         BitString(b"\x00", 0)
+
+
+DEEP_IN_A_THREAD = """
+import sys, threading
+from dspex_cluster import etf
+codec = getattr(etf, sys.argv[1])
+limits = etf.DecodeLimits(max_depth=2000)  # the ceiling
+threading.stack_size(1024 * 1024)
+done = []
+def run():
+    for opener, closer in ((b"\\x68\\x01", b""), (b"\\x6c\\x00\\x00\\x00\\x01", b"\\x6a"),
+                           (b"\\x74\\x00\\x00\\x00\\x01\\x61\\x01", b"")):
+        codec.decode(b"\\x83" + opener * 2000 + b"\\x6a" + closer * 2000, limits=limits)
+    done.append(True)
+thread = threading.Thread(target=run)
+thread.start()
+thread.join()
+print(done == [True])
+"""
+
+
+def test_deepest_allowed_term_fits_a_1mb_thread_stack(codec: ModuleType) -> None:
+    name = "pure" if codec is etf.pure else "native"
+    run = subprocess.run(
+        [sys.executable, "-c", DEEP_IN_A_THREAD, name], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "True", run.stderr[-500:]
