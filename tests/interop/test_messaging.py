@@ -218,3 +218,20 @@ async def test_exposing_a_module_exposes_only_its_own_public_functions(
     for fun in ("system", "_private"):
         got = await beval(beam, f"rpc:call('{py.name}', sample, '{fun}', [\"true\"])")
         assert got[0] == "badrpc" and got[1][1][0] == "undef"
+
+
+async def test_python_rpc_and_call_failures(beam: ErlNode, py: Node) -> None:
+    from dspex_cluster.runtime import CallTimeout
+
+    with pytest.raises(Exit) as err:
+        await py.rpc("nobody_here@127.0.0.1", "erlang", "node", [], timeout=5)
+    assert err.value.reason == "noconnection"
+    with pytest.raises(Exit) as err:
+        await py.call((Atom("x"), Atom("nobody_here@127.0.0.1")), 1, timeout=5)
+    assert err.value.reason == "noconnection"
+    with pytest.raises(CallTimeout):
+        await py.rpc(beam.name, "timer", "sleep", [2000], timeout=0.3)
+    with pytest.raises(TimeoutError):  # CallTimeout is a TimeoutError too
+        sleeper = await py.rpc(beam.name, "erlang", "spawn", [Atom("timer"), Atom("sleep"), [5000]])
+        await py.call(sleeper, Atom("never_answered"), timeout=0.3)
+    assert await py.rpc(beam.name, "erlang", "node", []) == beam.name  # still fine

@@ -526,7 +526,7 @@ class Node:
             waiter.req_id = self.make_ref()
             waiter.res_ref = self.make_ref()
             waiter.target_node = node
-            waiter._monitors[waiter.req_id] = (Atom("erpc"), node)  # nodedown -> noconnection
+            waiter._monitors[waiter.req_id] = NodeWatch(node)  # nodedown -> noconnection
             ctrl = C.spawn_request(
                 waiter.req_id,
                 pid,
@@ -747,8 +747,18 @@ class Node:
         return task
 
 
+class NodeWatch:
+    """A monitor entry that only watches a connection (until the real monitor replaces it);
+    it is never sent anywhere, so dropping it sends no DEMONITOR."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Atom) -> None:
+        self.node = node
+
+
 def _node_of(target: Any) -> Any:
-    if isinstance(target, Pid):
+    if isinstance(target, (Pid, NodeWatch)):
         return target.node
     if isinstance(target, tuple) and len(target) == 2:
         return target[1]
