@@ -82,62 +82,87 @@ class BoostedHazard:
             raw += tree.value[leaf_of_row]
         return self
 
-    def _grow(self, codes: np.ndarray, g: np.ndarray, h: np.ndarray) -> tuple[_Tree, np.ndarray]:
-        n, f = codes.shape
+    def _histograms(
+        self, codes: np.ndarray, g: np.ndarray, h: np.ndarray, row_slot: np.ndarray, n_slots: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-slot (gradient, hessian, count) histograms, shape (n_slots, features, bins), of
+        the rows with row_slot >= 0, in one bincount each."""
+        f = codes.shape[1]
         b = self.max_bins
+        active = row_slot >= 0
+        rs = row_slot[active]
+        flat = (rs[:, None] * (f * b) + (np.arange(f) * b)[None, :] + codes[active]).ravel()
+        size = n_slots * f * b
+        ga = np.broadcast_to(g[active][:, None], (rs.size, f)).ravel()
+        ha = np.broadcast_to(h[active][:, None], (rs.size, f)).ravel()
+        shape = (n_slots, f, b)
+        return (
+            np.bincount(flat, weights=ga, minlength=size).reshape(shape),
+            np.bincount(flat, weights=ha, minlength=size).reshape(shape),
+            np.bincount(flat, minlength=size).reshape(shape),
+        )
+
+    def _grow(self, codes: np.ndarray, g: np.ndarray, h: np.ndarray) -> tuple[_Tree, np.ndarray]:
+        """One tree, level by level. Only the smaller child of each split gets a histogram pass;
+        its sibling's histogram is the parent's minus it."""
+        n = codes.shape[0]
+        b = self.max_bins
+        lam = self.l2
         feature, threshold, left, right, value = [-1], [0], [-1], [-1], [0.0]
         node_of_row = np.zeros(n, dtype=np.int64)
+        root = self._histograms(codes, g, h, np.zeros(n, dtype=np.int64), 1)
+        hists = {0: (root[0][0], root[1][0], root[2][0])}
         frontier = [0]
-        col_offset = (np.arange(f, dtype=np.int64) * b)[None, :]
         for _depth in range(self.max_depth):
             if not frontier:
                 break
-            slot = np.full(len(feature), -1, dtype=np.int64)
-            slot[frontier] = np.arange(len(frontier))
-            row_slot = slot[node_of_row]
-            active = row_slot >= 0
-            rs = row_slot[active]
-            flat = (rs[:, None] * (f * b) + col_offset + codes[active]).ravel()
-            size = len(frontier) * f * b
-            ga = np.broadcast_to(g[active][:, None], (rs.size, f)).ravel()
-            ha = np.broadcast_to(h[active][:, None], (rs.size, f)).ravel()
-            hist_g = np.bincount(flat, weights=ga, minlength=size).reshape(len(frontier), f, b)
-            hist_h = np.bincount(flat, weights=ha, minlength=size).reshape(len(frontier), f, b)
-            hist_n = np.bincount(flat, minlength=size).reshape(len(frontier), f, b)
-            gl, hl, nl = hist_g.cumsum(2), hist_h.cumsum(2), hist_n.cumsum(2)
-            gt, ht, nt = gl[:, :, -1:], hl[:, :, -1:], nl[:, :, -1:]
-            gr, hr, nr = gt - gl, ht - hl, nt - nl
-            lam = self.l2
-            gain = gl**2 / (hl + lam) + gr**2 / (hr + lam) - gt**2 / (ht + lam)
-            ok = (nl >= self.min_leaf_rows) & (nr >= self.min_leaf_rows)
-            gain = np.where(ok, gain, -np.inf)
-            next_frontier = []
-            for k, node in enumerate(frontier):
-                best = int(np.argmax(gain[k]))
+            next_frontier: list[int] = []
+            small_children: list[int] = []
+            for node in frontier:
+                hg, hh, hn = hists.pop(node)
+                gl, hl, nl = hg.cumsum(1), hh.cumsum(1), hn.cumsum(1)
+                gt, ht, nt = gl[:, -1:], hl[:, -1:], nl[:, -1:]
+                gr, hr, nr = gt - gl, ht - hl, nt - nl
+                gain = gl**2 / (hl + lam) + gr**2 / (hr + lam) - gt**2 / (ht + lam)
+                ok = (nl >= self.min_leaf_rows) & (nr >= self.min_leaf_rows)
+                gain = np.where(ok, gain, -np.inf)
+                best = int(np.argmax(gain))
                 bf, bt = divmod(best, b)
-                if not np.isfinite(gain[k, bf, bt]) or gain[k, bf, bt] <= self.min_gain:
+                if not np.isfinite(gain[bf, bt]) or gain[bf, bt] <= self.min_gain:
                     continue
                 feature[node], threshold[node] = bf, bt
-                for child_g, child_h in (
-                    (gl[k, bf, bt], hl[k, bf, bt]),
-                    (gr[k, bf, bt], hr[k, bf, bt]),
-                ):
+                for cg, ch in ((gl[bf, bt], hl[bf, bt]), (gr[bf, bt], hr[bf, bt])):
                     feature.append(-1)
                     threshold.append(0)
                     left.append(-1)
                     right.append(-1)
-                    value.append(-self.learning_rate * child_g / (child_h + lam))
-                left[node], right[node] = len(feature) - 2, len(feature) - 1
-                next_frontier += [left[node], right[node]]
+                    value.append(-self.learning_rate * cg / (ch + lam))
+                lc, rc = len(feature) - 2, len(feature) - 1
+                left[node], right[node] = lc, rc
+                next_frontier += [lc, rc]
+                small = lc if nl[bf, bt] <= nr[bf, bt] else rc
+                small_children.append(small)
+                hists[small] = (hg, hh, hn)  # the parent's, until the subtraction below
+            if not next_frontier:
+                break
             # move rows of split nodes to their children
-            feat = np.array(feature)
-            thr = np.array(threshold)
-            lft = np.array(left)
-            rgt = np.array(right)
+            feat, thr = np.array(feature), np.array(threshold)
+            lft, rgt = np.array(left), np.array(right)
             split_rows = np.isin(node_of_row, [nd for nd in frontier if feat[nd] >= 0])
             nd = node_of_row[split_rows]
             go_left = codes[split_rows, feat[nd]] <= thr[nd]
             node_of_row[split_rows] = np.where(go_left, lft[nd], rgt[nd])
+            if _depth == self.max_depth - 1:
+                break  # leaves: no histograms needed
+            slot = np.full(len(feature), -1, dtype=np.int64)
+            slot[small_children] = np.arange(len(small_children))
+            sg, sh, sn = self._histograms(codes, g, h, slot[node_of_row], len(small_children))
+            for k, small in enumerate(small_children):
+                pg, ph, pn = hists.pop(small)
+                parent = int(np.flatnonzero((lft == small) | (rgt == small))[0])
+                sibling = int(rgt[parent] if lft[parent] == small else lft[parent])
+                hists[small] = (sg[k], sh[k], sn[k])
+                hists[sibling] = (pg - sg[k], ph - sh[k], pn - sn[k])
             frontier = next_frontier
         tree = _Tree(
             feature=np.array(feature),
