@@ -295,6 +295,41 @@ defmodule DSPEx.Clustering.Signal do
   def partition_healed(nodes, opts \\ []),
     do: new!("cluster.partition.healed", %{nodes: nodes}, defaults(:high, opts))
 
+  @doc "`cluster.health.anomaly`: an anomaly `score` for `node` with what was unusual."
+  @spec health_anomaly(node(), number(), map(), keyword()) :: t()
+  def health_anomaly(node, score, details, opts \\ []),
+    do:
+      node_signal(
+        "cluster.health.anomaly",
+        node,
+        %{node: node, score: score, details: details},
+        :medium,
+        opts
+      )
+
+  @doc "`cluster.failure.predicted`: `node` may fail within `horizon_s` with `probability`."
+  @spec failure_predicted(node(), float(), number(), keyword()) :: t()
+  def failure_predicted(node, probability, horizon_s, opts \\ []),
+    do:
+      node_signal(
+        "cluster.failure.predicted",
+        node,
+        %{node: node, probability: probability, horizon_s: horizon_s},
+        :high,
+        opts
+      )
+
+  @doc "`cluster.migration.started|completed|rolled_back` for `agent` moving `from` → `to`."
+  @spec migration(:started | :completed | :rolled_back, term(), node(), node(), keyword()) :: t()
+  def migration(stage, agent, from, to, opts \\ [])
+      when stage in [:started, :completed, :rolled_back],
+      do:
+        new!(
+          "cluster.migration.#{stage}",
+          %{agent: agent, from: from, to: to},
+          defaults(:medium, opts)
+        )
+
   defp node_signal(type, node, data, priority, opts),
     do:
       new!(type, data, Keyword.put_new(defaults(priority, opts), :subject, Atom.to_string(node)))
