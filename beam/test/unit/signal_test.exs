@@ -48,10 +48,14 @@ defmodule DSPEx.Clustering.SignalTest do
       Signal.variable_sync(:temperature, 0.7, 3),
       Signal.variable_conflict(:temperature, [1, 2]),
       Signal.partition_detected([:a@h], [:b@h]),
-      Signal.partition_healed([:a@h, :b@h])
+      Signal.partition_healed([:a@h, :b@h]),
+      Signal.health_anomaly(:a@h, 0.97, %{run_queue: 40}),
+      Signal.failure_predicted(:a@h, 0.8, 60),
+      Signal.migration(:rolled_back, {M, 1}, :a@h, :b@h)
     ]
 
     assert Enum.all?(signals, &(Signal.validate(&1) == :ok))
+    assert List.last(signals).type == "cluster.migration.rolled_back"
     suspect = Enum.at(signals, 2)
     assert suspect.type == "cluster.node.suspect" and suspect.subject == "a@h"
     assert suspect.data.phi == 9.0 and suspect.priority == :high
