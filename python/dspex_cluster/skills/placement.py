@@ -23,7 +23,12 @@ drifts, so it tracks a node that slows down or recovers, and chooses the node wi
 predicted completion time: expected wait (backlog / (capacity x speed) once every slot is busy)
 plus the task's work / speed. Exploration is optimism under uncertainty: a node's speed is taken
 at ``exp(mean + optimism x std)`` of its log-speed estimate, and the variance grows while the node
-goes unobserved, so unknown or long-unseen nodes get tried again.
+goes unobserved, so unknown or long-unseen nodes get tried again. Rough work estimates are
+calibrated online (log work ~ a + b log estimate, ``effective_work``) before both planning and
+learning, so a node fed small estimates does not come to look slow.
+
+``LearnedPlacer`` is what an agent runs: the model plus the placer's own bookkeeping of the tasks
+it placed (a virtual FIFO schedule per node), which stays current between stale load reports.
 
 The static baselines (``RoundRobinPolicy``, ``RandomPolicy``, ``LeastLoadedPolicy``,
 ``PowerOfTwoPolicy``, ``WeightedScorePolicy``) share the same ``choose``/``scores`` API.
@@ -300,7 +305,7 @@ class PlacementModel:
     slows down or recovers, and a node left unobserved grows uncertain again. The observation
     noise (how far one work / run-time sample strays, e.g. from rough work estimates) is learned
     online from the innovations: with exact work one run re-estimates a node, with rough work many
-    runs are averaged, and the estimates are shrunk toward the typical task (``effective_work``).
+    runs are averaged, and estimates are calibrated toward the typical task (``effective_work``).
     ``optimism`` scales the exploration bonus: speeds are taken at ``exp(mean + optimism * std)``.
     """
 

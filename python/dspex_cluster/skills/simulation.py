@@ -142,7 +142,7 @@ class _LearnedAdapter:
     ) -> None:
         finished = self.placer.finished
         for i, k, w, run_s in done:
-            finished(i, k, run_s, w)  # learn from the raw estimate; the placer shrinks it
+            finished(i, k, run_s, w)  # the raw estimate: the model calibrates it
         self.placer.sync(t, running, busy)
 
     def choose(self, t: float, k: int, work: float) -> int:
