@@ -402,3 +402,41 @@ def test_deepest_allowed_term_fits_a_1mb_thread_stack(codec: ModuleType) -> None
         [sys.executable, "-c", DEEP_IN_A_THREAD, name], capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 0 and run.stdout.strip() == "True", run.stderr[-500:]
+
+
+def test_hash_flooding_map_keys_are_bounded(codec: ModuleType) -> None:
+    """Ints >= 2**61 - 1 can share one Python hash: a map of thousands of them is refused
+    instead of taking quadratic time; other keys are not affected."""
+    modulus = 2**61 - 1
+    flood = etf.pure.encode({1 + i * modulus: i for i in range(1, 5001)})
+    with pytest.raises(ETFError, match="max_huge_int_keys"):
+        codec.decode(flood)
+    in_tuples = etf.pure.encode({(i * modulus,): i for i in range(1, 5001)})
+    with pytest.raises(ETFError, match="max_huge_int_keys"):
+        codec.decode(in_tuples)
+    fine = {1 + i * modulus: i for i in range(1, 101)}
+    assert codec.decode(etf.pure.encode(fine)) == fine
+    assert codec.decode(etf.pure.encode(fine), limits=DecodeLimits(max_huge_int_keys=100)) == fine
+    with pytest.raises(ETFError):
+        codec.decode(etf.pure.encode(fine), limits=DecodeLimits(max_huge_int_keys=99))
+
+
+def test_many_colliding_int_and_float_keys_decode_in_linear_time(codec: ModuleType) -> None:
+    # 1 and 1.0 are distinct Erlang keys but equal in Python: each pair takes the slow path
+    pairs = {}
+    for i in range(20_000):
+        pairs[i] = A_INT
+        pairs[FrozenTerm(float(i))] = A_FLOAT
+    data = etf.pure.encode(pairs)
+    back = codec.decode(data)
+    assert len(back) == 40_000 and codec.encode(back) == data
+    # a key repeated after the collision path started is still a duplicate
+    one, one_f = b"\x61\x01", b"\x46" + struct.pack(">d", 1.0)
+    for keys in ([one, one_f, one_f], [one, one_f, one], [one_f, one, one_f]):
+        body = b"".join(k + b"\x6a" for k in keys)
+        with pytest.raises(ETFError, match="duplicate"):
+            codec.decode(b"\x83\x74" + struct.pack(">I", len(keys)) + body)
+
+
+A_INT = Atom("int")
+A_FLOAT = Atom("float")

@@ -30,6 +30,7 @@ static PyObject *AtomType, *PidType, *ReferenceType, *PortType, *ExportFunType, 
 static PyObject *BitStringType, *ImproperListType, *FrozenTermType, *ETFError, *DefaultLimits;
 static PyObject *NoMessage, *py_distinct_key, *py_inflate, *py_finish, *py_fragment;
 static PyObject *s_max_depth, *s_max_elements, *s_max_uncompressed_size, *s_max_atom_chars;
+static PyObject *s_max_huge_int_keys;
 
 /* slot offsets of the classes we build and read directly */
 typedef struct { Py_ssize_t node, id, serial, creation; } PidSlots;
@@ -100,7 +101,9 @@ typedef struct {
     long max_depth;
     Py_ssize_t max_elements, elements_left;
     Py_ssize_t max_atom_chars;
-    PyObject *limits; /* borrowed */
+    Py_ssize_t max_huge_int_keys, huge_int_keys;
+    Py_ssize_t huge_ints; /* integers Python hashes modulo 2**61 - 1 (see dec_map) */
+    PyObject *limits;     /* borrowed */
 } Dec;
 
 static PyObject *
@@ -309,6 +312,9 @@ read_pid(Dec *d, Py_ssize_t *pos)
     return new_slotted(PidType, (const Py_ssize_t *)&pid_s, vals, 4);
 }
 
+/* Python hashes an int k as k mod (2**61 - 1), so such integers collide at will. */
+#define HASH_MODULUS ((uint64_t)0x1FFFFFFFFFFFFFFFull)
+
 static PyObject *
 dec_big(Dec *d, Py_ssize_t start, Py_ssize_t n, Py_ssize_t tagpos, Py_ssize_t *pos)
 {
@@ -319,15 +325,17 @@ dec_big(Dec *d, Py_ssize_t start, Py_ssize_t n, Py_ssize_t tagpos, Py_ssize_t *p
         return fail(tagpos, "bignum sign byte must be 0 or 1, got %d", sign);
     const unsigned char *digits = d->buf + start + 1;
     PyObject *v;
-    if (n <= 8) {
-        uint64_t m = 0;
-        for (Py_ssize_t i = n - 1; i >= 0; i--)
-            m = (m << 8) | digits[i];
+    uint64_t m = 0;
+    for (Py_ssize_t i = (n < 8 ? n : 8) - 1; i >= 0; i--)
+        m = (m << 8) | digits[i];
+    int huge = m >= HASH_MODULUS;
+    for (Py_ssize_t i = 8; i < n && !huge; i++)
+        huge = digits[i] != 0;
+    d->huge_ints += huge;
+    if (n <= 8)
         v = PyLong_FromUnsignedLongLong(m);
-    }
-    else {
+    else
         v = _PyLong_FromByteArray(digits, (size_t)n, 1, 0);
-    }
     if (v == NULL)
         return NULL;
     if (sign) {
@@ -424,13 +432,22 @@ dec_map(Dec *d, Py_ssize_t p, Py_ssize_t tagpos, long depth, Py_ssize_t *pos)
     if (check_depth(d, depth, tagpos) < 0 || spend(d, 2 * n, tagpos) < 0)
         return NULL;
     PyObject *result = PyDict_New();
+    PyObject *canon = NULL; /* key -> the key object stored, from the first collision on */
     if (result == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t key_pos = p;
+        Py_ssize_t huge = d->huge_ints;
         PyObject *key = dec_term(d, &p, depth + 1);
         if (key == NULL)
             goto error;
+        if (d->huge_ints != huge && ++d->huge_int_keys > d->max_huge_int_keys) {
+            Py_DECREF(key);
+            fail(key_pos,
+                 "more than max_huge_int_keys=%zd map keys hold integers of 2**61 - 1 or more",
+                 d->max_huge_int_keys);
+            goto error;
+        }
         PyObject *value = dec_term(d, &p, depth + 1);
         if (value == NULL) {
             Py_DECREF(key);
@@ -453,8 +470,20 @@ dec_map(Dec *d, Py_ssize_t p, Py_ssize_t tagpos, long depth, Py_ssize_t *pos)
                 goto error_kv;
         }
         if (present) { /* equal to a key under Python's == (1, 1.0, true): the pure helper */
+            if (canon == NULL) {
+                canon = PyDict_New();
+                Py_ssize_t it = 0;
+                PyObject *k, *v;
+                while (canon != NULL && PyDict_Next(result, &it, &k, &v)) {
+                    if (PyDict_SetItem(canon, k, k) < 0)
+                        Py_CLEAR(canon);
+                }
+                if (canon == NULL)
+                    goto error_kv;
+            }
             PyObject *at = PyLong_FromSsize_t(key_pos);
-            PyObject *distinct = at ? PyObject_CallFunctionObjArgs(py_distinct_key, result, key, at, NULL) : NULL;
+            PyObject *distinct =
+                at ? PyObject_CallFunctionObjArgs(py_distinct_key, result, canon, key, at, NULL) : NULL;
             Py_XDECREF(at);
             Py_DECREF(key);
             key = distinct;
@@ -463,6 +492,8 @@ dec_map(Dec *d, Py_ssize_t p, Py_ssize_t tagpos, long depth, Py_ssize_t *pos)
                 goto error;
             }
         }
+        if (canon != NULL && PyDict_SetItem(canon, key, key) < 0)
+            goto error_kv;
         int r = PyDict_SetItem(result, key, value);
         Py_DECREF(key);
         Py_DECREF(value);
@@ -474,9 +505,11 @@ dec_map(Dec *d, Py_ssize_t p, Py_ssize_t tagpos, long depth, Py_ssize_t *pos)
         Py_DECREF(value);
         goto error;
     }
+    Py_XDECREF(canon);
     *pos = p;
     return result;
 error:
+    Py_XDECREF(canon);
     Py_DECREF(result);
     return NULL;
 }
@@ -809,12 +842,15 @@ limits_init(Dec *d, PyObject *limits)
     if (limits == NULL || limits == Py_None)
         limits = DefaultLimits;
     d->limits = limits;
+    d->huge_ints = 0;
+    d->huge_int_keys = 0;
     static long def_depth = -1;
-    static Py_ssize_t def_elements, def_atom;
+    static Py_ssize_t def_elements, def_atom, def_huge;
     if (limits == DefaultLimits && def_depth >= 0) {
         d->max_depth = def_depth;
         d->max_elements = def_elements;
         d->max_atom_chars = def_atom;
+        d->max_huge_int_keys = def_huge;
         d->elements_left = def_elements;
         return 0;
     }
@@ -834,6 +870,11 @@ limits_init(Dec *d, PyObject *limits)
         return -1;
     d->max_atom_chars = PyLong_AsSsize_t(v);
     Py_DECREF(v);
+    v = PyObject_GetAttr(limits, s_max_huge_int_keys);
+    if (v == NULL)
+        return -1;
+    d->max_huge_int_keys = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
     if (PyErr_Occurred())
         return -1;
     if (d->max_depth < 1 || d->max_depth > 2000) { /* types.MAX_DEPTH_CEILING */
@@ -845,6 +886,7 @@ limits_init(Dec *d, PyObject *limits)
         def_depth = d->max_depth;
         def_elements = d->max_elements;
         def_atom = d->max_atom_chars;
+        def_huge = d->max_huge_int_keys;
     }
     return 0;
 }
@@ -1595,7 +1637,9 @@ PyInit__cetf(void)
     s_max_elements = PyUnicode_InternFromString("max_elements");
     s_max_uncompressed_size = PyUnicode_InternFromString("max_uncompressed_size");
     s_max_atom_chars = PyUnicode_InternFromString("max_atom_chars");
-    if (!s_max_depth || !s_max_elements || !s_max_uncompressed_size || !s_max_atom_chars)
+    s_max_huge_int_keys = PyUnicode_InternFromString("max_huge_int_keys");
+    if (!s_max_depth || !s_max_elements || !s_max_uncompressed_size || !s_max_atom_chars ||
+        !s_max_huge_int_keys)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -58,13 +58,15 @@ _SPECIAL_ATOMS: dict[str, Any] = {"true": True, "false": False, "nil": None}
 class _State:
     """Per-call decoding state: the input, its limits and the element budget left."""
 
-    __slots__ = ("data", "end", "limits", "elements_left")
+    __slots__ = ("data", "end", "limits", "elements_left", "huge_ints", "huge_int_keys")
 
     def __init__(self, data: Any, limits: DecodeLimits) -> None:
         self.data = data
         self.end = len(data)
         self.limits = limits
         self.elements_left = limits.max_elements
+        self.huge_ints = 0  # integers Python hashes modulo 2**61 - 1 (see _d_map)
+        self.huge_int_keys = 0
 
 
 def _fail(msg: str, pos: int) -> ETFError:
@@ -173,7 +175,13 @@ def _big(st: _State, start: int, n: int, pos: int) -> tuple[Any, int]:
     if sign > 1:
         raise _fail(f"bignum sign byte must be 0 or 1, got {sign}", pos)
     value = int.from_bytes(st.data[start + 1 : start + 1 + n], "little")
+    if n >= 8 and value >= _HASH_MODULUS:
+        st.huge_ints += 1
     return (-value if sign else value), start + 1 + n
+
+
+# Python hashes an int k as k mod (2**61 - 1), so such integers collide at will.
+_HASH_MODULUS = 2**61 - 1
 
 
 def _d_small_big(st: _State, pos: int, depth: int) -> tuple[Any, int]:
@@ -304,10 +312,14 @@ def _d_map(st: _State, pos: int, depth: int) -> tuple[Any, int]:
         raise _fail(f"nesting deeper than max_depth={st.limits.max_depth}", pos)
     _spend(st, 2 * n, pos)
     result: dict[Any, Any] = {}
+    canon: dict[Any, Any] | None = None  # key -> the key object stored, from the first collision
     depth += 1
     for _ in range(n):
         key_pos = p
+        huge = st.huge_ints
         key, p = _term(st, p, depth)
+        if st.huge_ints != huge:
+            _count_huge_int_key(st, key_pos)
         value, p = _term(st, p, depth)
         try:
             present = key in result
@@ -315,17 +327,34 @@ def _d_map(st: _State, pos: int, depth: int) -> tuple[Any, int]:
             key = FrozenTerm(key)
             present = key in result
         if present:
-            key = _distinct_key(result, key, key_pos)
+            if canon is None:
+                canon = {k: k for k in result}
+            key = _distinct_key(result, canon, key, key_pos)
+        if canon is not None:
+            canon[key] = key
         result[key] = value
     return result, p
 
 
-def _distinct_key(result: dict[Any, Any], key: Any, pos: int) -> FrozenTerm:
+def _count_huge_int_key(st: _State, pos: int) -> None:
+    """Keys holding integers >= 2**61 - 1 can be made to share one hash, which turns dict
+    insertion quadratic: bound how many one term may have."""
+    st.huge_int_keys += 1
+    if st.huge_int_keys > st.limits.max_huge_int_keys:
+        raise _fail(
+            f"more than max_huge_int_keys={st.limits.max_huge_int_keys} map keys hold "
+            "integers of 2**61 - 1 or more",
+            pos,
+        )
+
+
+def _distinct_key(result: dict[Any, Any], canon: dict[Any, Any], key: Any, pos: int) -> Any:
     """`key` equals a key already in the map under Python's == (1, 1.0 and true): wrap it in a
-    FrozenTerm, which compares Erlang-style, unless it is the very same term (a duplicate)."""
-    for old in result:
-        if old == key and same_term(old, key):
-            raise _fail("map has a duplicate key", pos)
+    FrozenTerm, which compares Erlang-style, unless it is the very same term (a duplicate).
+    `canon` maps each key of `result` to itself, to find the stored key in O(1). Shared with
+    _cetf."""
+    if same_term(canon[key], key):
+        raise _fail("map has a duplicate key", pos)
     wrapped = key if type(key) is FrozenTerm else FrozenTerm(key)
     if wrapped in result:
         raise _fail("map has a duplicate key", pos)

@@ -240,6 +240,10 @@ class DecodeLimits:
     max_uncompressed_size: the largest inflated size a compressed term (131, 80) may declare;
         64 MiB by default, so a zip bomb fails before it is inflated.
     max_atom_chars: characters in an atom; 255 is Erlang's own limit.
+    max_huge_int_keys: map keys (in the whole term) that hold an integer of magnitude
+        >= 2**61 - 1. Python hashes ints modulo 2**61 - 1, so a peer could send thousands of
+        keys sharing one hash and make dict insertion quadratic; 4096 such keys cost at most
+        about 0.2 s. Smaller integers, and all other keys, are unaffected.
     max_depth may not exceed MAX_DEPTH_CEILING (2,000: about 0.7 MB of C stack).
     """
 
@@ -247,9 +251,16 @@ class DecodeLimits:
     max_elements: int = 16 * 1024 * 1024
     max_uncompressed_size: int = 64 * 1024 * 1024
     max_atom_chars: int = 255
+    max_huge_int_keys: int = 4096
 
     def __post_init__(self) -> None:
-        for name in ("max_depth", "max_elements", "max_uncompressed_size", "max_atom_chars"):
+        for name in (
+            "max_depth",
+            "max_elements",
+            "max_uncompressed_size",
+            "max_atom_chars",
+            "max_huge_int_keys",
+        ):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ValueError(f"DecodeLimits.{name} must be a non-negative int, got {value!r}")
