@@ -235,3 +235,16 @@ async def test_python_rpc_and_call_failures(beam: ErlNode, py: Node) -> None:
         sleeper = await py.rpc(beam.name, "erlang", "spawn", [Atom("timer"), Atom("sleep"), [5000]])
         await py.call(sleeper, Atom("never_answered"), timeout=0.3)
     assert await py.rpc(beam.name, "erlang", "node", []) == beam.name  # still fine
+
+
+async def test_python_genserver_crash_during_beam_call(beam: ErlNode, py: Node) -> None:
+    class Fragile(GenServer):
+        async def handle_call(self, request: Any, caller: Caller) -> Any:
+            raise RuntimeError("fell over")
+
+    await py.spawn(Fragile(), name="fragile")
+    got = await beval(beam, f"catch gen_server:call({{fragile, '{py.name}'}}, hi, 5000)")
+    assert got[0] == "EXIT"
+    reason, where = got[1]
+    assert reason == (Atom("python_exception"), Atom("RuntimeError"), b"fell over")
+    assert where[0] == "gen_server" and where[1] == "call"
