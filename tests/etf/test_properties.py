@@ -440,3 +440,32 @@ def test_many_colliding_int_and_float_keys_decode_in_linear_time(codec: ModuleTy
 
 A_INT = Atom("int")
 A_FLOAT = Atom("float")
+
+
+def _outcome(codec: ModuleType, data: bytes) -> tuple[str, Any]:
+    try:
+        return "term", codec.decode(data)
+    except ETFError as err:
+        return "error", str(err)
+
+
+@FUZZ
+@given(terms, st.data())
+def test_implementations_agree_on_damaged_input(term: Any, data: Any) -> None:
+    """Same term or the very same error message, whatever the damage."""
+    if etf.native is None:
+        pytest.skip("the C extension is not built")
+    damaged = bytearray(etf.pure.encode(term))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(damaged) - 1))
+        if data.draw(st.booleans()):
+            damaged[at] = data.draw(st.integers(0, 255))
+        else:
+            del damaged[at:]
+            damaged += data.draw(st.binary(max_size=3))
+        if not damaged:
+            break
+    kind, pure_result = _outcome(etf.pure, bytes(damaged))
+    native_kind, native_result = _outcome(etf.native, bytes(damaged))
+    assert kind == native_kind
+    assert same_term(pure_result, native_result) if kind == "term" else pure_result == native_result
