@@ -43,7 +43,10 @@ Mapping (Erlang -> Python; encode takes the same Python values back):
 Rejected: LOCAL_EXT 121, the pre-OTP-23 PID/PORT/REFERENCE/FUN tags, atom-cache refs, unknown tags.
 
 Limits (DecodeLimits; defaults): max_depth=1000 nesting levels, max_elements=16 Mi container
-elements per term, max_uncompressed_size=64 MiB for compressed terms, max_atom_chars=255.
+elements per term, max_uncompressed_size=64 MiB for compressed terms, max_atom_chars=255,
+max_huge_int_keys=4096 map keys holding integers >= 2**61 - 1 (which Python hashes alike, so a
+peer could otherwise make dict insertion quadratic). Declared lengths are checked against the
+bytes left before anything is allocated.
 max_depth is at most 2,000, so that the C decoder stays well inside a 1 MB thread stack. The pure
 decoder may raise the interpreter's recursion limit to fit max_depth (safe on 3.11+).
 """
