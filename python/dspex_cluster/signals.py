@@ -264,6 +264,7 @@ def health_anomaly(
     origin: str,
     threshold: float,
     values: Mapping[str, float] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Signal:
     """`cluster.health.anomaly`: `score` in [0, 1] and each feature's share of the evidence."""
     data = term_map(
@@ -273,6 +274,7 @@ def health_anomaly(
         features={Atom(k): float(v) for k, v in features.items()},
         values={Atom(k): float(v) for k, v in (values or {}).items()},
     )
+    data.update({Atom(k): v for k, v in (extra or {}).items()})
     priority = "high" if score >= threshold else "medium"
     return _node_signal("cluster.health.anomaly", node, data, priority, "health_monitor", origin)
 

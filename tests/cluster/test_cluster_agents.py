@@ -322,7 +322,7 @@ async def test_bus_fails_over_when_the_relay_node_dies(
     before = agents.health_monitor.anomaly.nodes[b].rows
     await eventually(lambda: _rows_grew(agents, b, before))  # b's health data still arrives
     got = await beval(beams[1], call(agents, "dspex_load_balancer", "{place, w, []}"))
-    assert got == (Atom("ok"), b)
+    assert got == (Atom("ok"), b), agents.failure_predictor.predictions().get(b)
 
 
 async def _knows(agents: AgentNode, node: Atom) -> bool:

@@ -8,12 +8,16 @@ independent risks, P = 1 - prod(1 - p_i):
     same way). phi is -log10 of the chance that a live node stays this silent, so with the
     history's prior q (below) Bayes gives p = q / (q + (1 - q) 10^-phi): about 0.5 at
     phi = -log10 q (4-5 for a node that never failed), near 1 at the suspicion threshold 8.
-  * **memory exhaustion** — a least-squares line through the recent memory readings
-    (`os_memory.used_fraction`, else `memory` share; VM `memory.total` against its
-    `memory_limit_mb`) extrapolated to the limit; with the slope's standard error,
-    p = P(the limit is reached within the horizon) under a normal slope estimate, and the
-    expected time to failure is headroom / slope.
-  * **saturation** — CPU or scheduler utilisation pinned near 1 with a growing run queue:
+  * **memory exhaustion** — the memory share (`os_memory.used_fraction`, else VM
+    `memory.total` / `memory_limit_mb`, else a Python node's `memory`) extrapolated to 1 at its
+    growth rate: the median of the per-report rates (one step or GC noise is no trend, a steady
+    climb is), with the standard error of a median; p = P(the limit is reached within the
+    horizon) for a normal rate estimate; expected time to failure = headroom / rate.
+  * **leak** — the node's own footprint (VM `memory.total`, a Python node's RSS) the same way:
+    p = P(it doubles from its latest reading within the horizon), time = doubling time; a
+    steady leak kills a node long before the host's memory share moves.
+  * **saturation** — work queued for the node's schedulers (run queue >= 2; not the host's CPU,
+    which nodes on one host share), a Python node's own process at one full core:
     p = share of recent reports saturated x `saturation_risk`.
   * **anomalies** — the health monitor's latest `cluster.health.anomaly` score s:
     p = s x `anomaly_risk`.
@@ -25,7 +29,7 @@ reaches `publish_probability` (again when it moves by 0.1 or every `republish_s`
 when it falls back below `clear_probability`:
 
   `cluster.failure.predicted` %{node, probability, horizon_s, time_to_failure_s (nil when no
-  trend says when), confidence, reasons: %{silence, memory, saturation, anomaly, history}}
+  trend says when), confidence, reasons: %{silence, memory, leak, saturation, anomaly, history}}
 
 Calls: `predictions` -> #{Node => the same map}; `{predict, Node}` -> map.
 """
@@ -55,7 +59,7 @@ from dspex_cluster.skills.failure import PhiAccrualDetector
 class FailureConfig:
     horizon_s: float = 30.0
     check_interval_s: float = 0.5
-    trend_window: int = 30  # memory readings in the trend
+    trend_window: int = 9  # memory readings in the trend (8 rates: a median ignores a step)
     min_trend_points: int = 6
     saturation_risk: float = 0.3
     anomaly_risk: float = 0.5
@@ -71,6 +75,7 @@ class NodeRisk:
     def __init__(self, config: FailureConfig) -> None:
         self.phi = PhiAccrualDetector(threshold=config.phi_threshold, min_std_dev_s=0.2)
         self.memory: deque[tuple[float, float]] = deque(maxlen=config.trend_window)
+        self.footprint: deque[tuple[float, float]] = deque(maxlen=config.trend_window)
         self.saturated: deque[bool] = deque(maxlen=10)
         self.reports = 0
         self.anomaly = 0.0
@@ -99,24 +104,38 @@ def memory_share(data: dict[str, Any]) -> float | None:
     return number(mem) if not isinstance(mem, dict) else None
 
 
-def exhaustion(points: deque[tuple[float, float]], horizon: float) -> tuple[float, float | None]:
-    """(P(reach 1.0 within horizon), expected seconds to reach it) from a least-squares line."""
+def exhaustion(
+    points: deque[tuple[float, float]], horizon: float, limit: float = 1.0
+) -> tuple[float, float | None]:
+    """(P(reach `limit` within horizon), expected seconds to reach it) from the growth rate.
+
+    The rate is the median of the per-report rates of change, so one step (a node joining, a
+    cache filling) or GC noise is not a trend while a steady climb is; its standard error is
+    1.2533 x the rates' robust spread / sqrt(n) (that of a median), the rate taken as normal."""
     t = np.array([p[0] for p in points])
     y = np.array([p[1] for p in points])
-    t = t - t[-1]
-    tc = t - t.mean()
-    sxx = float(tc @ tc)
-    if sxx <= 0:
+    dt = np.diff(t)
+    keep = dt > 1e-6
+    if keep.sum() < 3:
         return 0.0, None
-    slope = float(tc @ (y - y.mean())) / sxx
-    resid = y - (y.mean() + slope * tc)
-    dof = max(len(t) - 2, 1)
-    se = math.sqrt(max(float(resid @ resid) / dof, 1e-12) / sxx)
-    headroom = max(1.0 - float(y[-1]), 0.0)
-    needed = headroom / horizon  # the slope that reaches the limit right at the horizon
-    p = _normal_sf((needed - slope) / se)
-    ttf = headroom / slope if slope > 0 else None
+    rates = np.diff(y)[keep] / dt[keep]
+    rate = float(np.median(rates))
+    spread = 1.4826 * float(np.median(np.abs(rates - rate)))
+    se = max(1.2533 * spread / math.sqrt(rates.size), 1e-12)
+    headroom = max(limit - float(y[-1]), 0.0)
+    needed = headroom / horizon  # the rate that reaches the limit right at the horizon
+    p = _normal_sf((needed - rate) / se)
+    ttf = headroom / rate if rate > 0 else None
     return p, ttf
+
+
+def growth(points: deque[tuple[float, float]], horizon: float) -> tuple[float, float | None]:
+    """A leak: (P(the footprint doubles from now within horizon), seconds to double)."""
+    last = points[-1][1]
+    if last <= 0:
+        return 0.0, None
+    scaled = deque((t, v / last) for t, v in points)  # relative to the latest reading
+    return exhaustion(scaled, horizon, limit=2.0)
 
 
 class FailurePredictor(Agent):
@@ -175,13 +194,19 @@ class FailurePredictor(Agent):
         mem = memory_share(data)
         if mem is not None:
             r.memory.append((now, mem))
-        cpu = number(data.get("os_cpu"))
-        if cpu is None:
-            cpu = dig(data, "scheduler_utilization", "total")
-        if cpu is None:
-            cpu = number(data.get("cpu"))
-        rq = dig(data, "run_queue", "total")
-        r.saturated.append(cpu is not None and cpu >= 0.95 and (rq is None or rq >= 1))
+        own = dig(data, "memory", "total") or number(data.get("process_rss_mb"))
+        if own is not None:
+            r.footprint.append((now, own))
+        # saturation: work waiting for a scheduler on a BEAM node (the host's CPU is shared
+        # by every node on it); a Python node's own process pinned at one core
+        rq = dig(data, "run_queue", "cpu")
+        if rq is None:
+            rq = dig(data, "run_queue", "total")
+        if rq is not None:
+            r.saturated.append(rq >= 2)
+        else:
+            cpu = number(data.get("process_cpu"))
+            r.saturated.append(cpu is not None and cpu >= 0.9)
 
     def on_anomaly(self, signal: Signal) -> None:
         node, score = signal.get("node"), number(signal.get("score"))
@@ -236,6 +261,12 @@ class FailurePredictor(Agent):
             reasons["memory"], ttf = exhaustion(r.memory, c.horizon_s)
         else:
             reasons["memory"] = 0.0
+        if len(r.footprint) >= c.min_trend_points:
+            reasons["leak"], doubling = growth(r.footprint, c.horizon_s)
+            if doubling is not None and (ttf is None or doubling < ttf):
+                ttf = doubling
+        else:
+            reasons["leak"] = 0.0
         sat = sum(r.saturated) / len(r.saturated) if r.saturated else 0.0
         reasons["saturation"] = sat * c.saturation_risk
         reasons["anomaly"] = r.anomaly * c.anomaly_risk

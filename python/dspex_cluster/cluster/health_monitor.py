@@ -1,28 +1,35 @@
 """`dspex_health_monitor`: an AnomalyDetector per node over its `cluster.health.data`.
 
-Features: the numeric leaves of the health data, flattened to dotted names (`memory.total`,
-`run_queue.total`, `scheduler_utilization.total`, `os_cpu`, `process_count`, … on BEAM nodes;
-`cpu`, `memory`, `process_rss_mb`, … on Python nodes), except counters that only grow
-(`reductions.total`) and constants (`interval_ms`, system totals). A node's feature set is fixed
-by its first report; a feature missing later counts as "no reading" (the detector carries the
-last one forward).
+Features: on BEAM nodes `scheduler_utilization.total`, `run_queue.total`, `memory.total`,
+`memory.processes`, `memory.binary`, `memory.ets`, `process_count`,
+`longest_message_queue.length`, `reductions.since_last_call`, `os_cpu`,
+`os_memory.used_fraction`; on Python nodes `cpu`, `memory`, `process_rss_mb`, `process_cpu`,
+`threads`, `load_avg_1m`; for other shapes every numeric leaf (dotted names). A node's feature set
+is fixed by its first report; a missing reading is carried forward by the detector.
+
+Score: the detector scores rarity (how seldom the node has been anywhere near this reading); a
+new extreme of ordinary noise is rare too. So the policy also weighs size: each
+feature's deviation from its recent median in robust standard deviations (MAD, floored at 1% of
+the median and at the smallest change that matters for the feature, `FLOORS`); the published
+score is rarity x min(1, deviation of the driving features / `min_deviation`).
 
 Published:
-  * `cluster.health.anomaly` — data `%{node, score, threshold, features: %{name => share of
-    the evidence}, values: %{name => reading}}` for every report scoring >= `anomaly_score`
-    (at most one per `anomaly_min_interval_s` per node unless the score rose).
+  * `cluster.health.anomaly` — data `%{node, score, rarity, deviation, threshold, features:
+    %{name => share of the evidence}, values: %{name => reading}}` for every report scoring >=
+    `anomaly_score` (at most one per `anomaly_min_interval_s` per node unless the score rose).
   * `cluster.health.alert` — data `%{node, severity, message, score}` by a hysteresis policy:
     `warning` after `alert_rows` consecutive reports >= `alert_on`, `critical` when a report
     reaches `critical_on` while alerting, `info` ("recovered") after `clear_rows` consecutive
     reports < `alert_off`.
 
-Calls: `scores` -> #{Node => %{score, alerting, rows, features}}; `{explain, Node}` -> the last
-report's feature shares.
+Calls: `scores` -> #{Node => %{score, rarity, deviation, alerting, rows, features}};
+`{explain, Node}` -> the last report's feature shares.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,17 +46,54 @@ from dspex_cluster.signals import Signal
 from dspex_cluster.skills.anomaly import AnomalyDetector
 
 SKIP = {"reductions.total", "interval_ms", "os_memory.total", "memory.atom", "memory.code"}
+KNOWN = (
+    "scheduler_utilization.total",
+    "run_queue.total",
+    "memory.total",
+    "memory.processes",
+    "memory.binary",
+    "memory.ets",
+    "process_count",
+    "longest_message_queue.length",
+    "reductions.since_last_call",
+    "os_cpu",
+    "os_memory.used_fraction",
+    "cpu",
+    "memory",
+    "process_rss_mb",
+    "process_cpu",
+    "threads",
+    "load_avg_1m",
+)
+
+
+# The smallest change that can matter, per feature (a run queue of one is nothing).
+FLOORS = {
+    "scheduler_utilization.total": 0.05,
+    "run_queue.total": 2.0,
+    "process_count": 10.0,
+    "longest_message_queue.length": 20.0,
+    "os_cpu": 0.05,
+    "os_memory.used_fraction": 0.01,
+    "cpu": 0.05,
+    "memory": 0.01,
+    "process_cpu": 0.05,
+    "threads": 2.0,
+    "load_avg_1m": 0.25,
+}
 
 
 @dataclass
 class HealthPolicy:
-    anomaly_score: float = 0.3  # publish cluster.health.anomaly at or above
+    anomaly_score: float = 0.25  # publish cluster.health.anomaly at or above
     anomaly_min_interval_s: float = 2.0
-    alert_on: float = 0.4
-    alert_off: float = 0.2
+    alert_on: float = 0.3
+    alert_off: float = 0.15
     critical_on: float = 0.8
     alert_rows: int = 2
     clear_rows: int = 3
+    min_deviation: float = 4.0  # robust std devs for a full-strength score
+    baseline_rows: int = 120
     # detector settings for short live histories (see AnomalyDetector)
     detector: dict[str, Any] = field(
         default_factory=lambda: {
@@ -82,9 +126,15 @@ class NodeHealth:
 
     def __init__(self, names: list[str], policy: HealthPolicy) -> None:
         self.names = names
+        self.policy = policy
         self.detector = AnomalyDetector(len(names), feature_names=names, **policy.detector)
+        self.window: deque[np.ndarray] = deque(maxlen=policy.baseline_rows)
+        self.floors = np.array([FLOORS.get(n, 1e-9) for n in names])
         self.rows = 0
         self.score = 0.0
+        self.rarity = 0.0
+        self.deviation = 0.0
+        self.z: dict[str, float] = {}
         self.shares: dict[str, float] = {}
         self.values: dict[str, float] = {}
         self.alerting = False
@@ -96,11 +146,29 @@ class NodeHealth:
 
     def update(self, values: dict[str, float]) -> float:
         row = np.array([values.get(n, np.nan) for n in self.names])
-        self.score = self.detector.update(row)
+        self.rarity = self.detector.update(row)
         self.shares = self.detector.explain()
         self.values = values
         self.rows += 1
+        self.z = self._deviations(row)
+        self.window.append(row)
+        drivers = [self.z.get(k, 0.0) for k, share in list(self.shares.items())[:3] if share > 0]
+        self.deviation = max(drivers, default=0.0)
+        self.score = self.rarity * min(1.0, self.deviation / self.policy.min_deviation)
         return self.score
+
+    def _deviations(self, row: np.ndarray) -> dict[str, float]:
+        """|reading - median| / robust std of the recent window, per feature."""
+        if len(self.window) < 5:
+            return {}
+        past = np.array(self.window)
+        with np.errstate(all="ignore"):
+            med = np.nanmedian(past, axis=0)
+            mad = np.nanmedian(np.abs(past - med), axis=0) * 1.4826
+        floor = np.maximum(0.01 * np.abs(np.nan_to_num(med)), self.floors)
+        scale = np.maximum(np.nan_to_num(mad), floor)
+        z = np.abs(np.nan_to_num(row - med)) / scale
+        return {n: float(v) for n, v in zip(self.names, z, strict=True)}
 
 
 class AnomalySkill(Skill):
@@ -134,7 +202,8 @@ class AnomalySkill(Skill):
         if health is None:
             if not values:
                 return
-            health = self.nodes[node] = NodeHealth(sorted(values), self.policy)
+            names = [n for n in KNOWN if n in values] or sorted(values)
+            health = self.nodes[node] = NodeHealth(names, self.policy)
         score = health.update(values)
         for out in self._judge(node, health, score):
             self.published.append(out)
@@ -150,9 +219,16 @@ class AnomalySkill(Skill):
             now - h.last_anomaly_at >= p.anomaly_min_interval_s or score > h.last_anomaly_score
         ):
             values = {k: h.values[k] for k in top if k in h.values}
+            extra = {"rarity": float(h.rarity), "deviation": float(min(h.deviation, 1e6))}
             out.append(
                 signals.health_anomaly(
-                    node, score, top, origin=origin, threshold=p.anomaly_score, values=values
+                    node,
+                    score,
+                    top,
+                    origin=origin,
+                    threshold=p.anomaly_score,
+                    values=values,
+                    extra=extra,
                 )
             )
             h.last_anomaly_at, h.last_anomaly_score = now, score
@@ -178,6 +254,8 @@ class AnomalySkill(Skill):
         return {
             node: {
                 Atom("score"): round(h.score, 4),
+                Atom("rarity"): round(h.rarity, 4),
+                Atom("deviation"): round(min(h.deviation, 1e6), 3),
                 Atom("alerting"): h.alerting,
                 Atom("rows"): h.rows,
                 Atom("features"): len(h.names),

@@ -338,12 +338,13 @@ class LoadBalancer(Agent):
             if self._hot[node] >= c.overload_ticks:
                 hot.append(node)
         drained = [n for n in fresh if n in self.drained]
-        targets = sorted(
-            (n for n in fresh if n not in hot and n not in self.drained),
-            key=lambda n: number(fresh[n].load.get("cpu"), 1.0) or 0.0,
-        )
+
+        def cpu_of(n: Atom) -> float:
+            return number(fresh[n].load.get("cpu"), 1.0) or 0.0
+
+        spare = sorted((n for n in fresh if n not in self.drained), key=cpu_of)
         cool = c.overload_cpu - 0.2
-        targets = [n for n in targets if (number(fresh[n].load.get("cpu"), 1.0) or 0.0) < cool]
+        cool_targets = [n for n in spare if n not in hot and cpu_of(n) < cool]
         plan: list[dict[str, Any]] = []
         moved: list[Atom] = []
         for node, reason in [(n, "predicted_failure") for n in drained] + [
@@ -351,8 +352,11 @@ class LoadBalancer(Agent):
         ]:
             if now - self._last_rebalance.get(node, -math.inf) < c.rebalance_cooldown_s:
                 continue
-            if not targets:
-                break
+            # a drained node's work may go to any node not drained (least busy first), a hot
+            # node's only to cool ones
+            to = spare if reason == "predicted_failure" else cool_targets
+            if not to:
+                continue
             agents = int(number(fresh[node].load.get("agents"), 0.0) or 0)
             cpu = number(fresh[node].load.get("cpu"), 0.0) or 0.0
             # a drained node sheds everything; a hot one the share that brings it down to `cool`
@@ -360,11 +364,9 @@ class LoadBalancer(Agent):
             count = max(1, math.ceil(agents * share)) if agents else 0
             if count <= 0:
                 continue
-            for i, k in enumerate(_split(count, len(targets))):
+            for i, k in enumerate(_split(count, len(to))):
                 if k:
-                    plan.append(
-                        {"from": node, "to": targets[i], "agents": k, "reason": Atom(reason)}
-                    )
+                    plan.append({"from": node, "to": to[i], "agents": k, "reason": Atom(reason)})
             moved.append(node)
             self._last_rebalance[node] = now
         if not plan:
