@@ -52,6 +52,17 @@ bitstrings = st.builds(
     st.binary(min_size=1, max_size=6),
     st.integers(1, 8),
 )
+# a local fun made by OTP 25:
+# term_to_binary((fun(X) -> fun() -> X end end)(7), [{minor_version, 2}])
+FUN_SAMPLE = etf.pure.decode(
+    bytes.fromhex(
+        "83700000009200065361AA461590D1BDF1EB62D1A6EB080000002B00000001770865726C5F6576616C612B62"
+        "00329B0D58770D6E6F6E6F6465406E6F686F7374000000090000000000000000680661016C00000001680277"
+        "015861076A77046E6F6E6577046E6F6E6574000000006C0000000168057706636C6175736561016A6A6C0000"
+        "00016803770376617261017701586A6A"
+    )
+)
+
 leaves = st.one_of(
     integers,
     st.floats(allow_nan=False, allow_infinity=False),
@@ -63,6 +74,7 @@ leaves = st.one_of(
     st.builds(Reference, nodes, u32, st.lists(u32, min_size=3, max_size=5).map(tuple)),
     st.builds(Port, nodes, st.integers(0, 2**64 - 1), u32, st.booleans()),
     st.builds(ExportFun, atoms, atoms, st.integers(0, 255)),
+    st.just(FUN_SAMPLE),
 )
 
 
