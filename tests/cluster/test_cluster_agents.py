@@ -310,6 +310,79 @@ async def test_performance_report(beams: list[ErlNode], agents: AgentNode) -> No
     await eventually(lambda: asyncio.to_thread(collected, beams[0], col), timeout=5)
 
 
+CANDIDATES = [
+    {
+        "node": "n1@h",
+        "kind": "beam",
+        "status": "up",
+        "cpu": 0.2,
+        "memory": 0.5,
+        "free_memory_mb": 4096,
+        "agents": 3,
+        "capabilities": ["gpu", "ssd"],
+    },
+    {
+        "node": "n2@h",
+        "kind": "beam",
+        "status": "up",
+        "cpu": 0.9,
+        "memory": 0.2,
+        "free_memory_mb": 512,
+        "agents": 12,
+        "capabilities": ["ssd"],
+    },
+    {"node": "n3@h", "kind": "python", "status": "up"},
+    {"node": "n4@h", "kind": "beam", "status": "suspect", "cpu": 0.1, "agents": 0},
+    {
+        "node": "n5@h",
+        "kind": "beam",
+        "status": "up",
+        "cpu": None,
+        "memory": None,
+        "free_memory_mb": None,
+        "agents": None,
+        "capabilities": [],
+    },
+]
+CONSTRAINTS: list[dict[str, Any]] = [
+    {},
+    {"exclude_nodes": ["n1@h"]},
+    {"nodes": ["n2@h", "n3@h"]},
+    {"kinds": ["beam"]},
+    {"kinds": ["python"]},
+    {"min_memory_mb": 1000},
+    {"capabilities": ["ssd"]},
+    {"capabilities": ["gpu", "ssd"]},
+    {"max_cpu": 0.5},
+    {"max_agents": 5},
+    {"max_cpu": 0.95, "capabilities": ["ssd"], "exclude_nodes": ["n2@h"]},
+]
+
+
+def _term(d: dict[str, Any]) -> dict[Atom, Any]:
+    def conv(k: str, v: Any) -> Any:
+        if k in ("node", "kind", "status") and isinstance(v, str):
+            return Atom(v)
+        if isinstance(v, list):
+            return [Atom(x) for x in v]
+        return v
+
+    return {Atom(k): conv(k, v) for k, v in d.items()}
+
+
+async def test_constraints_match_the_beam_filter(beams: list[ErlNode], agents: AgentNode) -> None:
+    """Python's filter gives exactly what DSPEx.Clustering.PlacementScore.filter/2 gives."""
+    from dspex_cluster.cluster.constraints import eligible
+
+    cands = [_term(c) for c in CANDIDATES]
+    for c in CONSTRAINTS:
+        beam = await agents.node.rpc(
+            beams[1].name, "Elixir.DSPEx.Clustering.PlacementScore", "filter", [cands, _term(c)]
+        )
+        ours = [x for x in cands if eligible(x, _term(c))]
+        assert [x[Atom("node")] for x in ours] == [x[Atom("node")] for x in beam], c
+
+
 async def test_bus_fails_over_when_the_relay_node_dies(
     beams: list[ErlNode], agents: AgentNode
 ) -> None:

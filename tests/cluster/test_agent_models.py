@@ -1,0 +1,110 @@
+"""The agents' decision logic without a cluster: trends, health scoring, rebalance plans,
+placement over many nodes."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from dspex_cluster import Atom
+from dspex_cluster.cluster.failure_predictor import exhaustion, growth
+from dspex_cluster.cluster.health_monitor import HealthPolicy, NodeHealth, flatten
+from dspex_cluster.cluster.load_balancer import LoadBalancer
+from dspex_cluster.signals import Signal
+
+
+def series(values: list[float], dt: float = 0.5) -> deque[tuple[float, float]]:
+    return deque((i * dt, v) for i, v in enumerate(values))
+
+
+def test_a_step_is_not_a_trend_a_steady_climb_is() -> None:
+    step = series([20.0] * 4 + [28.0] * 5)
+    p, _ = growth(step, horizon=30.0)
+    assert p < 0.01
+    climb = series([100.0 + 40.0 * i for i in range(9)])  # 80 MB/s on ~400 MB
+    p, doubling = growth(climb, horizon=30.0)
+    assert p > 0.99 and doubling is not None and 3 < doubling < 8
+    noise = series(list(100 + np.random.default_rng(1).normal(0, 3, 9)))
+    assert growth(noise, horizon=30.0)[0] < 0.05
+
+
+def test_exhaustion_time_follows_the_rate() -> None:
+    p, ttf = exhaustion(series([0.5 + 0.05 * i for i in range(9)]), horizon=30.0)  # 0.1/s
+    assert p > 0.99 and ttf is not None and abs(ttf - 1.0) < 0.05  # 0.9 -> 1.0 at 0.1/s
+    p, ttf = exhaustion(series([0.5] * 9), horizon=30.0)
+    assert p < 0.01 and ttf is None
+
+
+def test_health_score_needs_rarity_and_size() -> None:
+    rng = np.random.default_rng(7)
+    names = ["scheduler_utilization.total", "memory.total", "run_queue.total"]
+    h = NodeHealth(names, HealthPolicy())
+    for _ in range(80):
+        h.update(
+            {
+                names[0]: 0.1 + rng.normal(0, 0.01),
+                names[1]: 5e7 + rng.normal(0, 1e5),
+                names[2]: float(rng.integers(0, 2)),
+            }
+        )
+    noise_extreme = h.update({names[0]: 0.14, names[1]: 5e7, names[2]: 1.0})
+    assert noise_extreme < 0.25  # rare-ish but small: gated
+    spike = h.update({names[0]: 0.99, names[1]: 3e8, names[2]: 9.0})
+    assert spike >= 0.25 and h.deviation > 4
+    assert next(iter(h.shares)) in names
+
+
+def test_flatten_keeps_numbers_and_skips_counters() -> None:
+    data = {
+        Atom("memory"): {Atom("total"): 5, Atom("code"): 9},
+        Atom("reductions"): {Atom("total"): 10**9, Atom("since_last_call"): 100},
+        Atom("pid"): "x",
+        Atom("flag"): True,
+        Atom("os_cpu"): None,
+    }
+    assert flatten(data) == {"memory.total": 5.0, "reductions.since_last_call": 100.0}
+
+
+def _lb_with(reports: dict[str, dict]) -> LoadBalancer:
+    lb = LoadBalancer()
+    lb.setup()
+    for node, load in reports.items():
+        data = {
+            Atom(k): v
+            for k, v in {
+                "node": Atom(node),
+                "kind": Atom("beam"),
+                "interval_ms": 1000,
+                **load,
+            }.items()
+        }
+        lb.on_load_report(Signal.new("cluster.load.report", data, source="t"))
+    return lb
+
+
+def test_place_over_a_thousand_nodes() -> None:
+    reports = {
+        f"n{i}@h": {
+            "cpu": (i % 10) / 10,
+            "memory": 0.3,
+            "agents": i % 7,
+            "free_memory_mb": 1000 + i,
+        }
+        for i in range(1000)
+    }
+    lb = _lb_with(reports)
+    results = [lb.place(None, [(Atom("min_memory_mb"), 1500)]) for _ in range(20)]
+    chosen = {r[1] for r in results}
+    assert all(r[0] == "ok" for r in results)
+    assert all(int(n[1:].split("@")[0]) >= 500 for n in chosen)  # only nodes with the memory
+
+
+def test_drained_and_python_nodes_are_never_chosen() -> None:
+    lb = _lb_with(
+        {"a@h": {"cpu": 0.1}, "b@h": {"cpu": 0.1}, "p@h": {"cpu": 0.0, "kind": Atom("python")}}
+    )
+    lb.drain(Atom("a@h"))
+    for _ in range(10):
+        assert lb.place(None, []) == (Atom("ok"), Atom("b@h"))
+    assert lb.place(None, [(Atom("kinds"), [Atom("python")])]) == (Atom("ok"), Atom("p@h"))
