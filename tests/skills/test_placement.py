@@ -214,3 +214,19 @@ def test_learned_placer_books_tasks_and_learns_from_reports() -> None:
     mask = np.array([False, False, True])
     assert placer.place(10.0, "e", 1.0, feasible_mask=mask) == 2
     assert placer.place(10.0, "f", 1.0, feasible_mask=np.zeros(3, dtype=bool)) == -1
+
+
+def test_equal_nodes_measured_roughly_share_one_speed() -> None:
+    # rough work estimates make every node's own estimate noisy; pooling toward the cluster mean
+    # (the real spread between nodes is ~0 here) removes the noise that would herd tasks
+    n = 12
+    model = PlacementModel(n, seed=0)
+    rng = np.random.default_rng(4)
+    for _ in range(6000):
+        work = float(rng.exponential(600.0))
+        estimate = work * float(np.exp(rng.standard_normal()))
+        model.observe(int(rng.integers(n)), {"work": estimate}, work)
+    raw_spread = float(np.std(model._log_speed))
+    pooled_spread = float(np.std(np.log(model.speed)))
+    assert raw_spread > 0.1
+    assert pooled_spread < 0.5 * raw_spread

@@ -327,7 +327,7 @@ class PlacementModel:
         self.optimism = float(optimism)
         self.prior_speed = float(prior_speed)
         self.prior_var = float(prior_var)
-        self.noise_var = 0.01  # observation noise of one log-speed sample, learned in observe
+        self.noise_var = 1e-3  # observation noise of one log-speed sample, learned in observe
         self._rng = np.random.default_rng(seed)
         self._mean_work = 1.0  # running mean of observed work: a stand-in backlog per queued task
         # calibration of work estimates: log(actual work) ~ a + b log(estimate), fitted from
@@ -363,17 +363,38 @@ class PlacementModel:
     @property
     def speed(self) -> FloatArray:
         """Point estimate of each node's speed (work seconds done per second, per slot)."""
-        return np.exp(self._log_speed)
+        if self._dirty:
+            self._refresh()
+        return self._speed_pt.copy()
 
     def _var_now(self) -> FloatArray:
         age = (self._obs - self._last_obs) / max(self._n, 1)  # rounds since the node's last run
         return np.minimum(self._var + self.drift * age, self.prior_var)
 
+    def _pooled_log_speed(self, var: FloatArray) -> FloatArray:
+        """Each node's log-speed shrunk toward the cluster's mean (empirical Bayes).
+
+        The spread between nodes that is real, tau^2 = var(estimates) - mean(their variances),
+        keeps a share tau^2 / (tau^2 + var_i) of a node's deviation: equal nodes measured with
+        rough work estimates all get the common speed instead of noise that would herd tasks onto
+        the luckiest one; nodes measured exactly (var_i ~ 0) keep their own estimate.
+        """
+        seen = self._runs > 0
+        if seen.sum() < 3:  # too few nodes to tell real spread from noise
+            return self._log_speed
+        m = self._log_speed[seen]
+        mean = float(m.mean())
+        tau2 = max(float(m.var()) - float(var[seen].mean()), 0.0)
+        return mean + tau2 / (tau2 + var + 1e-12) * (self._log_speed - mean)
+
     def _refresh(self) -> None:
         """Recompute the optimistic speeds once per batch of observations, not per decision."""
         self._std = np.sqrt(self._var_now())
-        self._speed_pt = np.exp(self._log_speed)
-        self._speed_opt = np.exp(self._log_speed + self.optimism * self._std)
+        # pool by measurement uncertainty (variance after the last run), not by staleness: a node
+        # avoided because it is slow keeps its own estimate
+        log_speed = self._pooled_log_speed(self._var)
+        self._speed_pt = np.exp(log_speed)
+        self._speed_opt = np.exp(log_speed + self.optimism * self._std)
         # relative jitter far below any real difference: breaks exact ties without a bias to node 0
         self._jitter = 1.0 + self._rng.random(self._n) * 1e-9
         self._dirty = False
@@ -528,7 +549,9 @@ class PlacementModel:
 
     def speed_estimate(self, node_idx: int) -> float:
         """Point estimate of one node's speed."""
-        return math.exp(self._log_speed[node_idx])
+        if self._dirty:
+            self._refresh()
+        return float(self._speed_pt[node_idx])
 
     def explain(
         self, node_idx: int, node_features: FloatArray, task_features: TaskFeatures = None
