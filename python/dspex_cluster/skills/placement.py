@@ -25,7 +25,9 @@ plus the task's work / speed. Exploration is optimism under uncertainty: a node'
 at ``exp(mean + optimism x std)`` of its log-speed estimate, and the variance grows while the node
 goes unobserved, so unknown or long-unseen nodes get tried again. Rough work estimates are
 calibrated online (log work ~ a + b log estimate, ``effective_work``) before both planning and
-learning, so a node fed small estimates does not come to look slow.
+learning, so a node fed small estimates does not come to look slow, and node estimates are pooled
+toward the cluster mean in proportion to their measurement variance (empirical Bayes), so equal
+nodes measured roughly do not look different.
 
 ``LearnedPlacer`` is what an agent runs: the model plus the placer's own bookkeeping of the tasks
 it placed (a virtual FIFO schedule per node), which stays current between stale load reports.
