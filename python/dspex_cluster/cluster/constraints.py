@@ -9,7 +9,7 @@ map, atom or string keys): only `status == up`; `exclude_nodes`, `nodes` (allow-
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dspex_cluster.cluster.terms import as_mapping, atom_list, number
@@ -32,23 +32,43 @@ def merged_constraints(agent_spec: Any, constraints: Any) -> dict[str, Any]:
 
 
 def eligible(candidate: Mapping[str, Any], c: Mapping[str, Any]) -> bool:
-    n = candidate
-    if n.get("status") != "up":
-        return False
-    if n.get("node") in atom_list(c.get("exclude_nodes")):
-        return False
-    if c.get("nodes") is not None and n.get("node") not in atom_list(c.get("nodes")):
-        return False
-    if c.get("kinds") is not None and n.get("kind") not in atom_list(c.get("kinds")):
-        return False
-    if not _at_least(n.get("free_memory_mb"), c.get("min_memory_mb")):
-        return False
-    if not _at_most(n.get("cpu"), c.get("max_cpu")):
-        return False
-    if not _at_most(n.get("agents"), c.get("max_agents")):
-        return False
-    have = set(atom_list(n.get("capabilities")))
-    return all(cap in have for cap in atom_list(c.get("capabilities")))
+    return compile_filter(c)(candidate)
+
+
+def compile_filter(c: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
+    """The constraints parsed once, as a predicate over candidates (for many candidates)."""
+    exclude = set(atom_list(c.get("exclude_nodes")))
+    allow = set(atom_list(c.get("nodes"))) if c.get("nodes") is not None else None
+    kinds = set(atom_list(c.get("kinds"))) if c.get("kinds") is not None else None
+    caps = atom_list(c.get("capabilities"))
+    bounds = [
+        (key, float(c[limit]), sign)
+        for key, limit, sign in (
+            ("free_memory_mb", "min_memory_mb", -1.0),
+            ("cpu", "max_cpu", 1.0),
+            ("agents", "max_agents", 1.0),
+        )
+        if c.get(limit) is not None
+    ]
+
+    def ok(n: Mapping[str, Any]) -> bool:
+        if n.get("status") != "up":
+            return False
+        node = n.get("node")
+        if node in exclude or (allow is not None and node not in allow):
+            return False
+        if kinds is not None and n.get("kind") not in kinds:
+            return False
+        for key, limit, sign in bounds:  # unknown values fail, as on the BEAM
+            v = number(n.get(key))
+            if v is None or sign * v > sign * limit:
+                return False
+        if caps:
+            have = set(atom_list(n.get("capabilities")))
+            return all(cap in have for cap in caps)
+        return True
+
+    return ok
 
 
 def capability_match(candidate: Mapping[str, Any], c: Mapping[str, Any]) -> float:
@@ -58,17 +78,3 @@ def capability_match(candidate: Mapping[str, Any], c: Mapping[str, Any]) -> floa
         return 1.0
     have = set(atom_list(candidate.get("capabilities")))
     return sum(p in have for p in prefer) / len(prefer)
-
-
-def _at_least(value: Any, minimum: Any) -> bool:
-    if minimum is None:
-        return True
-    v = number(value)
-    return v is not None and v >= float(minimum)
-
-
-def _at_most(value: Any, maximum: Any) -> bool:
-    if maximum is None:
-        return True
-    v = number(value)
-    return v is not None and v <= float(maximum)

@@ -59,7 +59,11 @@ from dspex_cluster import signals
 from dspex_cluster.agents import Action, Agent, FunctionSensor, Param, Sensor
 from dspex_cluster.agents.names import CLUSTERING_MODULE, LOAD_BALANCER
 from dspex_cluster.agents.skill import Route
-from dspex_cluster.cluster.constraints import capability_match, eligible, merged_constraints
+from dspex_cluster.cluster.constraints import (
+    capability_match,
+    compile_filter,
+    merged_constraints,
+)
 from dspex_cluster.cluster.terms import as_mapping, atom_list, number
 from dspex_cluster.cluster.view import ClusterView
 from dspex_cluster.etf import Atom
@@ -194,9 +198,8 @@ class LoadBalancer(Agent):
     def _decide(self, agent_spec: Any, c: dict[str, Any], candidates: list[dict[str, Any]]) -> Any:
         # Python nodes host no BEAM agents: only when `kinds` asks for them
         python_ok = "python" in atom_list(c.get("kinds"))
-        eligible_ = [
-            x for x in candidates if eligible(x, c) and (python_ok or x.get("kind") != "python")
-        ]
+        ok = compile_filter(c)
+        eligible_ = [x for x in candidates if ok(x) and (python_ok or x.get("kind") != "python")]
         if not eligible_:
             return NO_SUITABLE
         work = number(as_mapping(agent_spec).get("work")) or number(c.get("work")) or 1.0
