@@ -63,15 +63,26 @@ class BoostedHazard:
         return out
 
     # ---- training ----------------------------------------------------------------------------
-    def fit(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> BoostedHazard:
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        weight: np.ndarray | None = None,
+        offset: np.ndarray | None = None,
+    ) -> BoostedHazard:
+        """Boost from `offset` (a prior log-odds per row, e.g. the renewal model's) when given,
+        else from the weighted base rate: the trees then learn corrections to the prior."""
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         w = np.ones_like(y) if weight is None else np.asarray(weight, dtype=np.float64)
         self._fit_bins(x)
         codes = self._bin(x)
-        p0 = np.clip((w @ y) / w.sum(), 1e-9, 1 - 1e-9)
-        self.base_ = float(np.log(p0 / (1 - p0)))
-        raw = np.full(y.size, self.base_)
+        if offset is None:
+            p0 = np.clip((w @ y) / w.sum(), 1e-9, 1 - 1e-9)
+            self.base_ = float(np.log(p0 / (1 - p0)))
+        else:
+            self.base_ = 0.0
+        raw = self.base_ + (0.0 if offset is None else np.asarray(offset, dtype=np.float64))
         self.trees_ = []
         for _ in range(self.n_trees):
             p = sigmoid(raw)
@@ -174,11 +185,13 @@ class BoostedHazard:
         return tree, node_of_row
 
     # ---- prediction --------------------------------------------------------------------------
-    def decision(self, x: np.ndarray) -> np.ndarray:
+    def decision(self, x: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
         """Raw log-odds. Rows are partitioned down each tree (one column read per split)."""
         codes_t = np.ascontiguousarray(self._bin(np.asarray(x, dtype=np.float64)).T)
         n = codes_t.shape[1]
         raw = np.full(n, self.base_)
+        if offset is not None:
+            raw += offset
         for tree in self.trees_:
             stack = [(0, np.arange(n))]
             while stack:
@@ -192,5 +205,5 @@ class BoostedHazard:
                 stack.append((int(tree.right[node]), idx[~go_left]))
         return raw
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return sigmoid(self.decision(x))
+    def predict_proba(self, x: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+        return sigmoid(self.decision(x, offset))

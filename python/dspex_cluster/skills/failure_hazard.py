@@ -35,8 +35,17 @@ class RidgeLogistic:
         z = (x - self.mean_) / self.scale_
         return np.hstack([z, np.ones((x.shape[0], 1))])
 
-    def fit(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> RidgeLogistic:
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        weight: np.ndarray | None = None,
+        offset: np.ndarray | None = None,
+    ) -> RidgeLogistic:
+        """With `offset` (prior log-odds per row) the coefficients are corrections to it, and
+        the penalty pulls the fit towards the prior rather than towards a constant."""
         x = np.asarray(x, dtype=np.float64)
+        off = np.zeros(len(x)) if offset is None else np.asarray(offset, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         w = np.ones_like(y) if weight is None else np.asarray(weight, dtype=np.float64)
         wsum = w.sum()
@@ -46,17 +55,17 @@ class RidgeLogistic:
         a = self._design(x)
         p_mean = np.clip((w @ y) / wsum, 1e-9, 1 - 1e-9)
         beta = np.zeros(a.shape[1])
-        beta[-1] = np.log(p_mean / (1 - p_mean))
+        beta[-1] = np.log(p_mean / (1 - p_mean)) if offset is None else 0.0
         penalty = np.full(a.shape[1], self.l2)
         penalty[-1] = 0.0
 
         def objective(b: np.ndarray) -> float:
-            z = a @ b
+            z = a @ b + off
             return float(w @ (_log1pexp(z) - y * z) + 0.5 * (penalty * b) @ b)
 
         f = objective(beta)
         for _ in range(self.max_iter):
-            p = sigmoid(a @ beta)
+            p = sigmoid(a @ beta + off)
             h = (a * (w * p * (1 - p))[:, None]).T @ a + np.diag(penalty)
             g = a.T @ (w * (y - p)) - penalty * beta
             step = np.linalg.solve(h, g)
@@ -74,10 +83,11 @@ class RidgeLogistic:
         self.coef_ = beta
         return self
 
-    def decision(self, x: np.ndarray) -> np.ndarray:
+    def decision(self, x: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
         if self.coef_ is None:
             raise RuntimeError("not fitted")
-        return self._design(np.asarray(x, dtype=np.float64)) @ self.coef_
+        raw = self._design(np.asarray(x, dtype=np.float64)) @ self.coef_
+        return raw if offset is None else raw + offset
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return sigmoid(self.decision(x))
+    def predict_proba(self, x: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+        return sigmoid(self.decision(x, offset))

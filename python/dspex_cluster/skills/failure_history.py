@@ -15,10 +15,12 @@ towards 1 = "like its system").
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import gammaln
 
 DAY_S = 86400.0
 _MIN_GAP_DAYS = 1.0 / 1440.0  # failures logged in the same minute: a one-minute gap
@@ -61,6 +63,7 @@ class WeibullParams:
     shape: np.ndarray  # (n_systems,)
     scale_days: np.ndarray  # (n_systems,)
     first_rate_per_day: np.ndarray  # (n_systems,)
+    frailty_alpha: float = 0.5  # gamma frailty shape (variance 1 / alpha), fitted by EB
 
     def cum_hazard(self, system: np.ndarray, days: np.ndarray) -> np.ndarray:
         """Weibull cumulative hazard H(x) = (x / scale) ** shape."""
@@ -95,6 +98,22 @@ def weibull_mle(durations: np.ndarray, observed: np.ndarray) -> tuple[float, flo
     s = float(np.exp(k * log_xs).sum())
     scale = float(np.exp((np.log(s / n_obs) + k * np.log(x_ref)) / k))
     return k, scale
+
+
+def fit_frailty_alpha(counts: np.ndarray, expected: np.ndarray) -> float:
+    """Empirical Bayes gamma frailty: the shape alpha maximising the negative-binomial marginal
+    likelihood of each node's failure count given its expected count (alpha in [0.05, 50];
+    large alpha = nodes alike, small = some nodes fail far more than their peers)."""
+    n = np.asarray(counts, dtype=np.float64)
+    e = np.maximum(np.asarray(expected, dtype=np.float64), 1e-9)
+
+    def neg_loglik(log_a: float) -> float:
+        a = math.exp(log_a)
+        ll = gammaln(a + n) - gammaln(a) + a * np.log(a / (a + e)) + n * np.log(e / (a + e))
+        return -float(ll.sum())
+
+    res = minimize_scalar(neg_loglik, bounds=(math.log(0.05), math.log(50.0)), method="bounded")
+    return float(math.exp(res.x))
 
 
 @dataclass(frozen=True)
@@ -182,12 +201,17 @@ class FailureHistory:
         return np.maximum(n, 1).astype(np.float64)
 
     # ---- the renewal model -------------------------------------------------------------------
-    def fit_weibull(self, cutoff_s: float, prior_events: float = 50.0) -> WeibullParams:
+    def fit_weibull(
+        self, cutoff_s: float, prior_events: float = 50.0, prior_shape: float = 0.7
+    ) -> WeibullParams:
         """Per-system Weibull fit on gaps between failures that started before `cutoff_s`.
 
-        Each node's open gap (last failure -> cutoff, or production start -> cutoff for a node
-        with no failure yet, for the pre-first rate) is right-censored. Per-system log shape and
-        log scale are shrunk to the pooled fit with weight n / (n + prior_events).
+        Each node's open gap (last failure -> cutoff) is right-censored; time from production
+        start to a node's first failure gives the pre-first-failure rate instead. Log shape and
+        log scale are shrunk (weight n / (n + prior_events), n = observed gaps): per system
+        towards the pooled fit, and the pooled fit towards a prior of shape `prior_shape`
+        (decreasing hazard, as published for LANL) with the mean gap 1 / (pooled first-failure
+        rate), so a young cluster with a handful of failures still gets a sensible model.
         """
         ns = self.nodes.n_systems
         sys_of_fail = self.nodes.system[self.fail_node]
@@ -219,10 +243,14 @@ class FailureHistory:
         pooled_rate = (first_events.sum() + 1.0) / (first_expo.sum() + 365.0)
         first_rate = (first_events + 1.0) / (first_expo + 1.0 / pooled_rate)
 
-        if observed.sum() >= 2:
-            k_all, lam_all = weibull_mle(durations, observed)
-        else:  # too little history: exponential renewal at the pooled first-failure rate
-            k_all, lam_all = 1.0, 1.0 / pooled_rate
+        k_all = prior_shape
+        lam_all = 1.0 / (pooled_rate * math.gamma(1.0 + 1.0 / prior_shape))
+        n_all = int(observed.sum())
+        if n_all >= 2:
+            k_fit, lam_fit = weibull_mle(durations, observed)
+            w = n_all / (n_all + prior_events)
+            k_all = float(np.exp(w * np.log(k_fit) + (1 - w) * np.log(k_all)))
+            lam_all = float(np.exp(w * np.log(lam_fit) + (1 - w) * np.log(lam_all)))
         shape = np.full(ns, k_all)
         scale = np.full(ns, lam_all)
         for s in range(ns):
@@ -234,7 +262,15 @@ class FailureHistory:
             w = n_obs / (n_obs + prior_events)
             shape[s] = np.exp(w * np.log(k_s) + (1 - w) * np.log(k_all))
             scale[s] = np.exp(w * np.log(lam_s) + (1 - w) * np.log(lam_all))
-        return WeibullParams(shape=shape, scale_days=scale, first_rate_per_day=first_rate)
+        params = WeibullParams(shape=shape, scale_days=scale, first_rate_per_day=first_rate)
+        nodes_in = np.flatnonzero(in_prod)
+        if nodes_in.size >= 2:
+            cut = np.full(nodes_in.size, cutoff_s)
+            n_obs_node, expected, *_ = self._expected_counts(params, nodes_in, cut)
+            params = WeibullParams(
+                shape, scale, first_rate, fit_frailty_alpha(n_obs_node, expected)
+            )
+        return params
 
     # ---- features ----------------------------------------------------------------------------
     def _node_state(self, node: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -301,13 +337,28 @@ class FailureHistory:
         node: np.ndarray,
         t: np.ndarray,
         horizon_days: float | np.ndarray,
-        alpha: float = 0.5,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(frailty z, renewal cumulative hazard over [t, t + horizon]) per query.
 
         Renewal clock: days since the node's last failure, or, before its first failure, a
         constant rate `first_rate_per_day` since production start.
         """
+        n_before, expected, has, tau, sys_ = self._expected_counts(params, node, t)
+        alpha = params.frailty_alpha
+        z = (alpha + n_before) / (alpha + expected)
+        open_h = np.where(has, params.cum_hazard(sys_, tau), 0.0)
+        ahead = np.where(
+            has,
+            params.cum_hazard(sys_, tau + horizon_days) - open_h,
+            params.first_rate_per_day[sys_] * horizon_days,
+        )
+        return z, np.maximum(ahead, 1e-12)
+
+    def _expected_counts(
+        self, params: WeibullParams, node: np.ndarray, t: np.ndarray
+    ) -> tuple[np.ndarray, ...]:
+        """(failures before t, their expected number under the system's renewal model, has
+        failed, days since the last failure, system) per query."""
         node = np.asarray(node, dtype=np.int64)
         t = np.asarray(t, dtype=np.float64)
         idx, first, n_before, has, prev = self._node_state(node, t)
@@ -329,14 +380,7 @@ class FailureHistory:
         last = self.fail_start_s[np.minimum(prev, max(nf - 1, 0))] if nf else t
         tau = np.where(has, (t - last) / DAY_S, 0.0)
         open_h = np.where(has, params.cum_hazard(sys_, tau), 0.0)
-        expected = pre + completed + open_h
-        z = (alpha + n_before) / (alpha + expected)
-        ahead = np.where(
-            has,
-            params.cum_hazard(sys_, tau + horizon_days) - open_h,
-            params.first_rate_per_day[sys_] * horizon_days,
-        )
-        return z, np.maximum(ahead, 1e-12)
+        return n_before, pre + completed + open_h, has, tau, sys_
 
     def hazard_features(
         self,

@@ -6,6 +6,9 @@ a failure started):
   node's gamma frailty and dH its system's Weibull cumulative hazard over the horizon;
 - up to `min_positive_boosted`: a ridge logistic regression on all `FEATURE_NAMES`;
 - beyond: boosted trees on the same features (interactions between recency and system scale).
+Both learned layers start from the renewal model's log-odds as an offset and learn corrections to
+it, so where the training data say little (a new system, a rare state) they stay near the renewal
+model instead of extrapolating.
 """
 
 from __future__ import annotations
@@ -16,13 +19,23 @@ import numpy as np
 
 from dspex_cluster.skills.failure_boost import BoostedHazard
 from dspex_cluster.skills.failure_hazard import RidgeLogistic
-from dspex_cluster.skills.failure_history import FailureHistory, WeibullParams
+from dspex_cluster.skills.failure_history import FEATURE_NAMES, FailureHistory, WeibullParams
 
 Learner = Literal["auto", "renewal", "logistic", "boosted"]
 
 
 class _Classifier(Protocol):
-    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
+    def predict_proba(self, x: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray: ...
+
+
+_LOG_HAZARD = FEATURE_NAMES.index("log_node_hazard")
+
+
+def renewal_logit(x: np.ndarray) -> np.ndarray:
+    """log-odds of the renewal model's P = 1 - exp(-L) from the feature column log L:
+    logit P = log(exp(L) - 1), the prior the learned layer corrects."""
+    lam = np.exp(np.clip(x[:, _LOG_HAZARD], -40.0, 4.0))
+    return np.log(np.expm1(lam))
 
 
 class HazardModel:
@@ -55,7 +68,8 @@ class HazardModel:
         if base is None:
             base = history.base_features(node, t)
         hz = history.hazard_features(self.params, node, t, base, self.horizon_days)
-        return self.learner.predict_proba(np.hstack([base, hz]))
+        x = np.hstack([base, hz])
+        return self.learner.predict_proba(x, renewal_logit(x))
 
 
 def fit_hazard_model(
@@ -68,8 +82,8 @@ def fit_hazard_model(
     train_weight: np.ndarray | None = None,
     base: np.ndarray | None = None,
     learner: Learner = "auto",
-    min_positive_logistic: int = 30,
-    min_positive_boosted: int = 1000,
+    min_positive_logistic: int = 200,
+    min_positive_boosted: int = 2000,
     n_trees: int = 100,
 ) -> HazardModel:
     """Fit on training rows whose horizon ends by `cutoff_s` (the caller guarantees it).
@@ -93,7 +107,7 @@ def fit_hazard_model(
     x = np.hstack([base, history.hazard_features(params, train_node, train_t, base, horizon_days)])
     model: _Classifier
     if learner == "boosted":
-        model = BoostedHazard(n_trees=n_trees).fit(x, y, train_weight)
+        model = BoostedHazard(n_trees=n_trees).fit(x, y, train_weight, renewal_logit(x))
     else:
-        model = RidgeLogistic(l2=1.0).fit(x, y, train_weight)
+        model = RidgeLogistic(l2=1.0).fit(x, y, train_weight, renewal_logit(x))
     return HazardModel(params, model, horizon_days)
