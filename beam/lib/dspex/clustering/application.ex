@@ -20,6 +20,8 @@ defmodule DSPEx.Clustering.Application do
       DSPEx.Clustering.HealthSensor,
       DSPEx.Clustering.LoadReporter,
       DSPEx.Clustering.LoadBalancer,
+      # the Python advisor, drained nodes, placed agents
+      DSPEx.Clustering.PlacementServices,
       # last: connecting to other nodes starts once everything that watches them runs
       DSPEx.Clustering.NodeDiscovery
     ]

@@ -20,7 +20,9 @@ defmodule DSPEx.Clustering.Config do
   | `:load_interval_ms` | 1_000 | 5_000 | `cluster.load.report` period |
   | `:capabilities` | `[]` | `[]` | this node's capabilities (atoms), used by placement |
   | `:placement_weights` | see below | same | score weights |
-  | `:placement_advisors` | `[]` | `[]` | modules asked first (see `DSPEx.Clustering.LoadBalancer`) |
+  | `:placement_advisors` | `[PythonAdvisor]` | same | modules asked first (see `DSPEx.Clustering.LoadBalancer`) |
+  | `:drain_probability` | 0.5 | 0.5 | a `cluster.failure.predicted` at or above drains the node (`Drain`) |
+  | `:undrain_probability` | 0.3 | 0.3 | below this the node is undrained |
   | `:placement_budget_ms` | 50 | 100 | time budget for the advisors |
   | `:cluster_name` | `"dspex"` | `"dspex"` | nodes of other clusters are refused by discovery |
   | `:cookie_file` | nil | nil | read the cookie from this file at start (not logged) |
@@ -43,7 +45,9 @@ defmodule DSPEx.Clustering.Config do
       load_interval_ms: 1_000,
       capabilities: [],
       placement_weights: @weights,
-      placement_advisors: [],
+      placement_advisors: [DSPEx.Clustering.PythonAdvisor],
+      drain_probability: 0.5,
+      undrain_probability: 0.3,
       placement_budget_ms: 50,
       cluster_name: "dspex",
       cookie_file: nil
@@ -62,7 +66,9 @@ defmodule DSPEx.Clustering.Config do
       load_interval_ms: 5_000,
       capabilities: [],
       placement_weights: @weights,
-      placement_advisors: [],
+      placement_advisors: [DSPEx.Clustering.PythonAdvisor],
+      drain_probability: 0.5,
+      undrain_probability: 0.3,
       placement_budget_ms: 100,
       cluster_name: "dspex",
       cookie_file: nil

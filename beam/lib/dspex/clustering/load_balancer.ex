@@ -16,7 +16,7 @@ defmodule DSPEx.Clustering.LoadBalancer do
   use DSPEx.Clustering.Agent, name: :dspex_placement
 
   require Logger
-  alias DSPEx.Clustering.{Config, Membership, PlacementScore, SignalBus}
+  alias DSPEx.Clustering.{Config, Drain, Membership, PlacementScore, SignalBus}
 
   @table :dspex_load_reports
 
@@ -28,6 +28,8 @@ defmodule DSPEx.Clustering.LoadBalancer do
   @spec place(term(), keyword() | map()) :: {:ok, node()} | {:error, :no_suitable_nodes}
   def place(agent_spec, constraints \\ []) do
     c = Map.merge(spec_constraints(agent_spec), Map.new(constraints))
+    # drained nodes (predicted to fail) get nothing new
+    c = Map.update(c, :exclude_nodes, Drain.drained(), &(List.wrap(&1) ++ Drain.drained()))
     candidates = PlacementScore.filter(candidates(), c)
     weights = Map.merge(Config.get(:placement_weights), Map.get(c, :weights, %{}))
     advisors = Map.get_lazy(c, :advisors, fn -> Config.get(:placement_advisors) end)
