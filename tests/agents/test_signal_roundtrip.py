@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from beam_app import COOKIE, collected, start_collector
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from otp import ErlNode, beval, unique
 
 from dspex_cluster import Atom, Node
-from dspex_cluster.signals import InvalidSignal, Signal, pattern_matches
+from dspex_cluster.etf import decode, encode
+from dspex_cluster.signals import (
+    CORE,
+    OPTIONAL,
+    PRIORITIES,
+    SCOPES,
+    InvalidSignal,
+    Signal,
+    pattern_matches,
+)
 
 
 @pytest.fixture
@@ -119,3 +131,59 @@ def test_patterns_follow_the_bus() -> None:
     assert pattern_matches("cluster.**", "cluster.load.report")
     assert pattern_matches("**", "x.y")
     assert pattern_matches("cluster.**.report", "cluster.report")
+
+
+_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=8)
+_data = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.binary(max_size=8)
+    | _names.map(Atom),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(_names.map(Atom), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    type_=st.lists(_names, min_size=2, max_size=4).map(".".join),
+    data=_data,
+    subject=st.none() | st.text(max_size=10),
+    priority=st.sampled_from(PRIORITIES),
+    scope=st.sampled_from(SCOPES),
+    extensions=st.dictionaries(
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=20).filter(
+            lambda k: k not in CORE
+        ),
+        st.integers(),
+        max_size=3,
+    ),
+    absent=st.sets(st.sampled_from(OPTIONAL)),
+)
+def test_wire_round_trip_is_byte_exact(
+    type_: str,
+    data: Any,
+    subject: str | None,
+    priority: str,
+    scope: str,
+    extensions: dict[str, int],
+    absent: set[str],
+) -> None:
+    sig = Signal.new(
+        type_,
+        data,
+        source="p",
+        subject=subject,
+        priority=priority,
+        scope=scope,
+        extensions=extensions,
+    )
+    sig = Signal(**{**sig.__dict__, "absent": frozenset(absent)})
+    wire = encode(sig.to_term())
+    back = Signal.from_term(decode(wire))
+    assert encode(back.to_term()) == wire
+    assert back.absent == frozenset(absent) and back.extensions == extensions
