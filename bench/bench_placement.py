@@ -242,6 +242,17 @@ def run_scenarios(
                 "target_ratio_max": target,
                 "target_met": ratio <= target,
             }
+            # a bound on what any placement can reach: tasks that would miss the target even
+            # alone on the fastest node (1 % of tasks or more -> the target is unreachable)
+            target_p99 = target * per_policy[best]["p99_s"]
+            shares = []
+            for seed in seeds:
+                gaps_w, work_w = trace if workload == "trace" else synthetic_workload(seed)
+                fastest = max(nd["speed"] for nd in cluster(kind, seed, np.zeros((2, 2)))[0])
+                shares.append(float(np.mean(work_w / fastest > target_p99)))
+            results[key]["share_of_tasks_missing_target_even_alone_on_fastest_node"] = float(
+                np.mean(shares)
+            )
             if kind == "slowing":
                 # same tasks and seeds without the slowdown: what any policy could at best reach
                 homog = results[f"homogeneous@{util:.1f}"]["policies"]
