@@ -1,24 +1,39 @@
-"""Registered names both runtimes rely on (the Python half of DESIGN.md "Names both sides rely on").
-
-The BEAM half is `DSPEx.Clustering.Names`; keep the two in step.
-"""
+"""Names the agents use. The registered names both runtimes rely on are spelled out once, in
+`dspex_cluster.names` (the BEAM twin is `DSPEx.Clustering.Names`); this module re-exports them
+and adds the few the agent layer needs besides."""
 
 from __future__ import annotations
 
-# Registered on every Python agent node.
-LOAD_BALANCER = "dspex_load_balancer"
-HEALTH_MONITOR = "dspex_health_monitor"
-FAILURE_PREDICTOR = "dspex_failure_predictor"
-PERFORMANCE = "dspex_performance"
-PYTHON_AGENTS = (LOAD_BALANCER, HEALTH_MONITOR, FAILURE_PREDICTOR, PERFORMANCE)
+from dspex_cluster.names import (
+    FAILURE_PREDICTOR,
+    HEALTH_MONITOR,
+    LOAD_BALANCER,
+    MEMBERSHIP,
+    PERFORMANCE,
+    PYTHON_AGENT_NAMES,
+    SIGNAL_BUS,
+)
 
-# Registered on every BEAM node.
-SIGNAL_BUS = "dspex_signal_bus"  # the :pg scope
-SIGNAL_RELAY = "dspex_signal_relay"  # subscriptions of processes on other nodes
-MEMBERSHIP = "dspex_membership"
+PYTHON_AGENTS = PYTHON_AGENT_NAMES
 
-# The BEAM module Python calls (over :erpc) to publish a signal on the cluster bus.
+# Registered on every BEAM node: holds subscriptions of processes on other nodes (ours).
+SIGNAL_RELAY = "dspex_signal_relay"
+
+# The BEAM module Python calls (over :erpc) to publish a signal and read the members.
 CLUSTERING_MODULE = "Elixir.DSPEx.Clustering"
 
-# The module this node exposes to :erpc/:rpc (see dspex_cluster.cluster.node).
+# The module a Python agent node exposes to :erpc/:rpc (see dspex_cluster.cluster.node).
 EXPOSED_MODULE = "dspex_agents"
+
+__all__ = [
+    "CLUSTERING_MODULE",
+    "EXPOSED_MODULE",
+    "FAILURE_PREDICTOR",
+    "HEALTH_MONITOR",
+    "LOAD_BALANCER",
+    "MEMBERSHIP",
+    "PERFORMANCE",
+    "PYTHON_AGENTS",
+    "SIGNAL_BUS",
+    "SIGNAL_RELAY",
+]

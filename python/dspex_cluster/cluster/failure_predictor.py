@@ -69,6 +69,7 @@ class FailureConfig:
     clear_probability: float = 0.15
     republish_s: float = 5.0
     phi_threshold: float = 8.0
+    forget_after_s: float = 120.0  # a node silent this long (and never reported down) is gone
 
 
 class NodeRisk:
@@ -287,9 +288,13 @@ class FailurePredictor(Agent):
         c = self.config
         now = time.monotonic()
         out: list[Signal] = []
-        for node, r in self.nodes.items():
+        for node, r in list(self.nodes.items()):
             if r.down:
                 continue  # already failed: nothing left to predict until it is back
+            last = r.phi.last_heartbeat
+            if last is not None and now - last > c.forget_after_s:
+                del self.nodes[node]  # left without a down signal (or was never a member)
+                continue
             pred = r.prediction = self.predict(node, r, now)
             p = pred["probability"]
             last = r.last_published
