@@ -481,3 +481,24 @@ def test_implementations_agree_on_damaged_input(term: Any, data: Any) -> None:
     native_kind, native_result = _outcome(etf.native, bytes(damaged))
     assert kind == native_kind
     assert same_term(pure_result, native_result) if kind == "term" else pure_result == native_result
+
+
+@pytest.mark.parametrize("levels", [999, 1000, 1001])
+@pytest.mark.parametrize("leaf", [(), [], 5, [1, 2], [300], {}, {1: 2}])
+def test_encoders_agree_at_the_depth_limit(levels: int, leaf: Any) -> None:
+    if etf.native is None:
+        pytest.skip("the C extension is not built")
+    term = leaf
+    for _ in range(levels):
+        term = (term,)
+    outcomes = []
+    for codec in (etf.pure, etf.native):
+        try:
+            outcomes.append(codec.encode(term))
+        except ETFError:
+            outcomes.append(None)
+    assert outcomes[0] == outcomes[1]
+    # the encoders refuse a term placed deeper than 1000 levels; a charlist has no terms inside
+    has_children = leaf in ([300], {1: 2})
+    deepest = levels + 1 if has_children else levels
+    assert (outcomes[0] is None) == (deepest > 1000)

@@ -661,8 +661,16 @@ def _e_tuple(out: bytearray, term: tuple[Any, ...], depth: int) -> None:
         out.append(T.LARGE_TUPLE)
         out += _pack_u32(n)
     depth += 1
+    if n and depth > _ENCODE_MAX_DEPTH:  # as _encode_term would say for the first element
+        raise ETFError(f"term nested deeper than {_ENCODE_MAX_DEPTH} (or cyclic)")
+    encoders = _ENCODERS
     for item in term:
-        _encode_term(out, item, depth)
+        # _encode_term inlined for the exact types: one Python call less per element
+        fn = encoders.get(type(item))
+        if fn is None:
+            _encode_term(out, item, depth)
+        else:
+            fn(out, item, depth)
 
 
 def _is_byte_list(term: list[Any]) -> bool:
@@ -685,8 +693,15 @@ def _e_list(out: bytearray, term: list[Any], depth: int) -> None:
     out.append(T.LIST)
     out += _pack_u32(n)
     depth += 1
+    if depth > _ENCODE_MAX_DEPTH:
+        raise ETFError(f"term nested deeper than {_ENCODE_MAX_DEPTH} (or cyclic)")
+    encoders = _ENCODERS
     for item in term:
-        _encode_term(out, item, depth)
+        fn = encoders.get(type(item))  # _encode_term inlined
+        if fn is None:
+            _encode_term(out, item, depth)
+        else:
+            fn(out, item, depth)
     out.append(T.NIL)
 
 
