@@ -37,6 +37,10 @@ Requests (GenServer calls; `Node` is an atom, maps may have atom or binary keys)
              in_flight, cpu, forecast; totals; decision latency)
     {forecast, Steps} -> #{Node => [cpu forecast 1..Steps]}
 
+Model: `PlacementModel` (per-node speed learned from outcomes, choice by predicted completion)
+over the candidates; a node's queue is our placements without an outcome yet plus its busy
+share (`scheduler_utilization` when reported, else `cpu`) times its `capacity` (default 1).
+
 Signals consumed: `cluster.load.report`, `cluster.node.*`, `cluster.failure.predicted`
 (probability >= drain_probability drains the node, < undrain_probability undrains it).
 Published: `cluster.rebalance.request` with data `%{nodes: [Node], reason: overload |
@@ -212,13 +216,16 @@ class LoadBalancer(Agent):
         for row, x in zip(rows, eligible_, strict=True):
             capacity = number(x.get("capacity"), 1.0) or 1.0
             cpu = min(max(number(x.get("cpu"), 0.0) or 0.0, 0.0), 1.0)
+            # the node's own schedulers when reported: nodes on one host share its CPU figure
+            busy = number(x.get("scheduler_utilization"))
+            busy = cpu if busy is None else min(max(busy, 0.0), 1.0)
             rtt = number(x.get("rtt_ms"))
             features[row] = (
                 cpu,
                 number(x.get("memory"), 0.0),
                 capacity,
                 0.0,
-                self._in_flight(x["node"], now) + cpu * capacity,  # busy slots + our pending
+                self._in_flight(x["node"], now) + busy * capacity,  # busy slots + our pending
                 capability_match(x, c),
                 0.5 if rtt is None else 1.0 - 1.0 / (1.0 + rtt / 10.0),
             )
