@@ -2,7 +2,10 @@
 
 python -m dspex_cluster node --name py1@127.0.0.1 (--cookie C | --cookie-file F) [--hidden]
     [--visible] [--expose module.path | name=module.path ...] [--epmd-port P]
+python -m dspex_cluster agent-node --name py1@127.0.0.1 (--cookie C | --cookie-file F)
+    [--join beam1@127.0.0.1 ...] [--epmd-port P]
 python -m dspex_cluster demo
+python -m dspex_cluster platform [--quick | --duration S] [--out reports/latest]
 """
 
 from __future__ import annotations
@@ -48,6 +51,47 @@ def _node_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_node_command(args: argparse.Namespace) -> int:
+    from dspex_cluster.cluster import run_agent_node
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        agents = asyncio.current_task()
+        assert agents is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agents.cancel)
+        ready = asyncio.Event()
+        runner = asyncio.create_task(
+            run_agent_node(
+                args.name,
+                args.cookie,
+                [j for js in args.join for j in js.split(",") if j],
+                cookie_file=args.cookie_file,
+                epmd_port=args.epmd_port,
+                ready=ready,
+            )
+        )
+        try:
+            await asyncio.wait(
+                {runner, asyncio.create_task(ready.wait())}, return_when="FIRST_COMPLETED"
+            )
+            if ready.is_set():
+                print(f"{args.name} up with the clustering agents; SIGTERM to stop", flush=True)
+            await runner
+        except asyncio.CancelledError:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(main())
+    return 0
+
+
+def _platform_command(args: argparse.Namespace) -> int:
+    from dspex_cluster.showcase import run_platform
+
+    return run_platform(quick=args.quick, duration_s=args.duration, out=args.out)
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     from dspex_cluster.demo import run_demo
 
@@ -76,6 +120,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     node.add_argument("--epmd-port", type=int, default=None, help="default $ERL_EPMD_PORT/4369")
     node.set_defaults(func=_node_command)
+
+    agent = sub.add_parser(
+        "agent-node", help="a Python node with the four clustering agents, until SIGTERM"
+    )
+    agent.add_argument("--name", required=True, help="name@host, e.g. py1@127.0.0.1")
+    agent_cookie = agent.add_mutually_exclusive_group()
+    agent_cookie.add_argument("--cookie", help="the cluster cookie (prefer --cookie-file)")
+    agent_cookie.add_argument("--cookie-file", help="file holding the cookie")
+    agent.add_argument(
+        "--join", action="append", default=[], help="BEAM node(s) to join (repeat or a,b)"
+    )
+    agent.add_argument("--epmd-port", type=int, default=None, help="default $ERL_EPMD_PORT/4369")
+    agent.set_defaults(func=_agent_node_command)
+
+    plat = sub.add_parser(
+        "platform",
+        help="the main job (make run): 3 BEAM nodes + a Python agent node, a workload, "
+        "a degraded node killed; writes reports/latest/report.{json,html}",
+    )
+    plat.add_argument("--quick", action="store_true", help="short phases (about 40 s)")
+    plat.add_argument(
+        "--duration", type=float, default=None, help="seconds per workload phase (default 30)"
+    )
+    plat.add_argument("--out", default="reports/latest", help="report directory")
+    plat.set_defaults(func=_platform_command)
 
     demo = sub.add_parser("demo", help="a BEAM node and a Python node calling each other")
     demo.set_defaults(func=_demo_command)
