@@ -38,7 +38,7 @@ $(MIX_BUILD): .ci/.otp-ok $(shell find beam/lib beam/mix.exs beam/config -type f
 	@mkdir -p $(dir $@) && touch $@
 
 run: setup
-	@$(PY) -m dspex_cluster demo
+	@$(PY) -m dspex_cluster platform
 
 test: setup
 	@$(MAKE) --no-print-directory test-python test-beam
