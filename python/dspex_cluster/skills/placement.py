@@ -338,7 +338,10 @@ class PlacementModel:
         self._mx = self._my = self._vxx = self._cxy = 0.0
         self._a, self._b = 0.0, 1.0
         self._n = 0
+        self._n_seen = 0  # nodes with at least one observed run
         self._obs = 0
+        self._refreshes = 0
+        self._jitter = np.ones(0)
         if n_nodes is not None:
             self._resize(int(n_nodes))
 
@@ -370,8 +373,9 @@ class PlacementModel:
         return self._speed_pt.copy()
 
     def _var_now(self) -> FloatArray:
-        age = (self._obs - self._last_obs) / max(self._n, 1)  # rounds since the node's last run
-        return np.minimum(self._var + self.drift * age, self.prior_var)
+        # drift per round (n observations) since the node's last run, capped at the prior
+        grown = self._var + (self._obs - self._last_obs) * (self.drift / max(self._n, 1))
+        return np.minimum(grown, self.prior_var, out=grown)
 
     def _pooled_log_speed(self, var: FloatArray) -> FloatArray:
         """Each node's log-speed shrunk toward the cluster's mean (empirical Bayes).
@@ -381,13 +385,25 @@ class PlacementModel:
         rough work estimates all get the common speed instead of noise that would herd tasks onto
         the luckiest one; nodes measured exactly (var_i ~ 0) keep their own estimate.
         """
-        seen = self._runs > 0
-        if seen.sum() < 3:  # too few nodes to tell real spread from noise
-            return self._log_speed
-        m = self._log_speed[seen]
-        mean = float(m.mean())
-        tau2 = max(float(m.var()) - float(var[seen].mean()), 0.0)
-        return mean + tau2 / (tau2 + var + 1e-12) * (self._log_speed - mean)
+        ls = self._log_speed
+        if self._n_seen < 3:  # too few nodes to tell real spread from noise
+            return ls
+        if self._n_seen == self._n:  # the usual case, without boolean indexing
+            mean = float(ls.sum()) / self._n
+            dev = ls - mean
+            spread = float(dev.dot(dev)) / self._n
+            noise = float(var.sum()) / self._n
+        else:
+            seen = self._runs > 0
+            m = ls[seen]
+            mean = float(m.mean())
+            spread = float(m.var())
+            noise = float(var[seen].mean())
+            dev = ls - mean
+        tau2 = max(spread - noise, 0.0)
+        if tau2 == 0.0:  # no spread beyond noise: every node gets the common speed
+            return np.full(self._n, mean)
+        return mean + tau2 / (tau2 + var + 1e-12) * dev
 
     def _refresh(self) -> None:
         """Recompute the optimistic speeds once per batch of observations, not per decision."""
@@ -396,9 +412,11 @@ class PlacementModel:
         # avoided because it is slow keeps its own estimate
         log_speed = self._pooled_log_speed(self._var)
         self._speed_pt = np.exp(log_speed)
-        self._speed_opt = np.exp(log_speed + self.optimism * self._std)
+        self._speed_opt = self._speed_pt * np.exp(self.optimism * self._std)
         # relative jitter far below any real difference: breaks exact ties without a bias to node 0
-        self._jitter = 1.0 + self._rng.random(self._n) * 1e-9
+        self._refreshes += 1
+        if self._refreshes % 32 == 1 or self._jitter.shape[0] != self._n:
+            self._jitter = 1.0 + self._rng.random(self._n) * 1e-9
         self._dirty = False
 
     # ---- learning ----------------------------------------------------------------------------
@@ -445,6 +463,8 @@ class PlacementModel:
         gain = var / (var + self.noise_var + 1e-12)
         self._log_speed[i] += gain * innovation
         self._var[i] = (1.0 - gain) * var
+        if self._runs[i] == 0:
+            self._n_seen += 1
         self._runs[i] += 1.0
         self._obs += 1
         self._last_obs[i] = self._obs
