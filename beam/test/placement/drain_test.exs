@@ -86,6 +86,20 @@ defmodule DSPEx.Clustering.DrainTest do
       :ok = AgentPlacement.stop_agent(:k1)
     end
 
+    test "at most a third of the BEAM nodes (at least one) are drained at a time", %{peer: peer} do
+      p = peer.node
+      me = node()
+      {:ok, _} = Clustering.publish(prediction(p, 0.9))
+      PeerNode.eventually(fn -> Drain.drained() == [p] end)
+      # at the limit: a less likely failure is held back
+      {:ok, _} = Clustering.publish(prediction(me, 0.7))
+      Process.sleep(150)
+      assert Drain.drained() == [p]
+      # a likelier one takes the place of the least likely
+      {:ok, _} = Clustering.publish(prediction(me, 0.95))
+      PeerNode.eventually(fn -> Drain.drained() == [me] end)
+    end
+
     test "an agent that finishes is reported done and forgotten" do
       me = node()
       spec = %{id: :t1, start: {Clustering.Workload, :start_task, [1000]}, notify: self()}

@@ -22,6 +22,7 @@ HEADLINE = (
     ("detection_signal_ms", "cluster.node.down received here after", " ms"),
     ("replaced_after_drain", "agents re-placed by the drain", ""),
     ("replaced_after_kill", "agents re-placed after the kill", ""),
+    ("services_moved", "service agents restarted elsewhere", ""),
     ("p50_learned_ms", "p50 latency, learned placement", " ms"),
     ("p50_fallback_ms", "p50 latency, BEAM heuristic", " ms"),
     ("p99_learned_ms", "p99 latency, learned placement", " ms"),

@@ -57,12 +57,13 @@ class Timeline:
     degrade_phase_s: float = 45.0
     degrade_at_s: float = 5.0  # into the degrade phase
     kill_at_s: float = 30.0  # into the degrade phase
-    rate_per_s: float = 14.0
-    median_cost_ms: float = 40.0
+    rate_per_s: float = 12.0
+    median_cost_ms: float = 35.0
     cost_sigma: float = 0.9
     max_cost_ms: float = 800.0
     settle_s: float = 25.0  # the longest wait for a phase's last tasks
     hogs: int = 2
+    services: int = 6  # long-running agents placed in the degrade phase
     leak_mb_per_s: float = 10.0
     drain_probability: float = 0.5  # the BEAM Drain's threshold (Config default)
     seed: int = 7
@@ -185,6 +186,10 @@ class Platform:
         self.phases: list[PhaseResult] = []
         self.marks: dict[str, float] = {}  # event -> monotonic time
         self.first: dict[str, Any] = {}
+        self.false_drains: list[tuple[float, str]] = []  # (run time, node)
+        self.services: dict[str, str] = {}  # service agent id -> node
+        self.drained_now: set[str] = set()
+        self.moved_services = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -207,8 +212,14 @@ class Platform:
         for i, a in enumerate(self.beams):
             for b in self.beams[i + 1 :]:
                 await self.rpc(a, "net_kernel", "connect_node", [Atom(b)])
-        c.start_agent_node(self.py, self.beams[:2])
-        await self._until(self._agents_ready, 60, f"Python agent node {self.py}")
+        agent_log = c.start_agent_node(self.py, self.beams[:2]).log_path
+        # its own "up" line first: calling a node not yet in epmd only makes noise
+        await self._until(
+            lambda: self._says(agent_log, "up with the clustering agents"),
+            60,
+            f"Python agent node {self.py}",
+        )
+        await self._until(self._agents_ready, 30, f"the agents on {self.py}")
         self.log(f"Python agent node {self.py} up: the four clustering agents answer")
         self.bus = ClusterBus(self.ctl, self.beams[:2])
         self.bus.start()
@@ -249,6 +260,10 @@ class Platform:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}; see {self.cluster.workdir}")
             await asyncio.sleep(0.25)
+
+    @staticmethod
+    async def _says(log: Path, text: str) -> bool:
+        return text in log.read_text(errors="replace")
 
     async def _app_pid(self, beam: str) -> int | None:
         placement = await self.rpc(beam, "erlang", "whereis", [Atom("dspex_agent_placement")])
@@ -336,6 +351,10 @@ class Platform:
             advisor = await self.rpc(self.beams[0], f"{EX}.PythonAdvisor", "stats", [], timeout=2)
         self._scan_signals()
         self._note_drains(drained)
+        services: dict[str, int] = {}
+        if self.services:
+            with contextlib.suppress(Exception):
+                services = await self.follow_services()
         sample = {
             "t": self.watch.at(),
             "phase": label,
@@ -349,6 +368,7 @@ class Platform:
             "drained": sorted(_short(n) for n in drained),
             "advised": int(advisor.get(Atom("advised"), 0)),
             "no_advice": int(advisor.get(Atom("no_advice"), 0)),
+            "services": services,
         }
         self.watch.samples.append(sample)
         beams = [_short(b) for b in self.beams]
@@ -357,6 +377,8 @@ class Platform:
         anomaly = " ".join(f"{b}:{sample['anomaly'].get(b, 0.0):.2f}" for b in beams)
         pfail = " ".join(f"{b}:{sample['p_fail'].get(b, 0.0):.2f}" for b in beams)
         moves = ",".join(f"{k}:{v}" for k, v in sample["moves"].items()) or "0"
+        if services:
+            moves += " | services " + " ".join(f"{b}:{services.get(b, 0)}" for b in beams)
         print(
             f"[{sample['t']:6.1f}s] {label:8s} "
             f"done {sample['completed']:4d}/{sample['arrived']:<4d}"
@@ -375,7 +397,7 @@ class Platform:
                 p = float(s.get("probability") or 0.0)
                 ttf = s.get("time_to_failure_s")
                 key = "prediction" if p >= self.t.drain_probability else "early_prediction"
-                if key not in self.marks and "kill" not in self.marks:
+                if key not in self.marks and "degrade" in self.marks and "kill" not in self.marks:
                     self.marks[key] = at
                     reasons = s.get("reasons") or {}
                     top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
@@ -411,17 +433,59 @@ class Platform:
                 )
 
     def _note_drains(self, drained: dict[Any, Any]) -> None:
+        now_drained = {_s(n) for n in drained}
+        for gone in self.drained_now - now_drained:
+            self.watch.event("undrain", f"{_short(gone)} back in service")
+        self.drained_now = now_drained
         for node, info in drained.items():
-            key = f"drain:{_s(node)}"
+            key = f"drain:{_s(node)}:{info.get(Atom('since'))}"
             if key in self.marks:
                 continue
             self.marks[key] = time.monotonic()
             why = _s(info.get(Atom("reason"), "?"))
-            if node == Atom(self.victim):
+            if node == Atom(self.victim) and "degrade" in self.marks:
                 self.marks.setdefault("drain", self.marks[key])
+            else:
+                self.false_drains.append((self.watch.at(), _short(node)))
             self.watch.event(
                 "drain", f"{_short(node)} drained ({why}): no new work, its agents re-placed"
             )
+
+    # -- long-running service agents (what a drain has to move) ------------------------------
+
+    async def start_services(self) -> None:
+        per_ms = self.first["iterations_per_ms"]
+        start = (Atom(WORKLOAD), Atom("start_service"), [int(3 * per_ms), 200])
+        for i in range(self.t.services):
+            spec = {Atom("id"): f"svc-{i + 1}", Atom("work"): 0.05, Atom("start"): start}
+            reply = await self.rpc(self.beams[0], f"{EX}.AgentPlacement", "start_agent", [spec, []])
+            if reply[0] == "ok":
+                self.services[f"svc-{i + 1}"] = _short(reply[1])
+        where = ", ".join(f"{k}@{v}" for k, v in self.services.items())
+        self.watch.event("services", f"{len(self.services)} long-running service agents: {where}")
+
+    async def follow_services(self) -> dict[str, int]:
+        agents = await self.rpc(self.beams[0], f"{EX}.AgentPlacement", "agents", [], timeout=2)
+        for key, info in agents.items():
+            sid = _s(key)
+            if sid in self.services and info[Atom("node")] not in (None, "nil"):
+                now = _short(info[Atom("node")])
+                if now != self.services[sid]:
+                    self.moved_services += 1
+                    self.watch.event(
+                        "moved", f"service {sid} restarted on {now} (was on {self.services[sid]})"
+                    )
+                    self.services[sid] = now
+        counts: dict[str, int] = {}
+        for node in self.services.values():
+            counts[node] = counts.get(node, 0) + 1
+        return counts
+
+    async def stop_services(self) -> None:
+        for sid in list(self.services):
+            with contextlib.suppress(Exception):
+                await self.rpc(self.beams[0], f"{EX}.AgentPlacement", "stop_agent", [sid])
+        self.services.clear()
 
     # -- fault injection -----------------------------------------------------------------------
 
@@ -465,12 +529,14 @@ class Platform:
         self.log(f"cluster ready in {self.startup_s:.1f} s; CPU burn: {per_ms:.0f} loop/ms")
         await self.run_phase("learned", self.t.phase_s, learned=True)
         await self.run_phase("fallback", self.t.phase_s, learned=False)
+        await self.start_services()
         await self.run_phase(
             "degrade",
             self.t.degrade_phase_s,
             learned=True,
             actions={self.t.degrade_at_s: self.degrade, self.t.kill_at_s: self.kill},
         )
+        await self.stop_services()
         await asyncio.sleep(0.5)
         self._scan_signals()
         self.total_s = time.monotonic() - wall0
@@ -492,11 +558,6 @@ class Platform:
             if "early_prediction" in m and "kill" in m
             else None
         )
-        others = [
-            _short(k.split(":", 1)[1])
-            for k in m
-            if k.startswith("drain:") and k != f"drain:{self.victim}"
-        ]
         degrade = by.get("degrade")
         return {
             "tasks_completed": completed,
@@ -517,7 +578,8 @@ class Platform:
             "p99_fallback_ms": sums.get("fallback", {}).get("p99_ms"),
             "replaced_after_drain": degrade.moves.get("predicted_failure", 0) if degrade else 0,
             "replaced_after_kill": degrade.moves.get("node_down", 0) if degrade else 0,
-            "false_drains": others,
+            "services_moved": self.moved_services,
+            "false_drains": [f"{n} at {t:.1f} s" for t, n in self.false_drains],
             "victim": self.victim,
             "marks_s": {k: rel(k) for k in m},
             "phases": sums,

@@ -23,6 +23,7 @@ defmodule DSPEx.Clustering.Config do
   | `:placement_advisors` | `[PythonAdvisor]` | same | modules asked first (see `DSPEx.Clustering.LoadBalancer`) |
   | `:drain_probability` | 0.5 | 0.5 | a `cluster.failure.predicted` at or above drains the node (`Drain`) |
   | `:undrain_probability` | 0.3 | 0.3 | below this the node is undrained |
+  | `:max_drained_share` | 0.34 | 0.34 | at most this share of BEAM members (at least 1) drained |
   | `:placement_budget_ms` | 50 | 100 | time budget for the advisors |
   | `:cluster_name` | `"dspex"` | `"dspex"` | nodes of other clusters are refused by discovery |
   | `:cookie_file` | nil | nil | read the cookie from this file at start (not logged) |
@@ -48,6 +49,7 @@ defmodule DSPEx.Clustering.Config do
       placement_advisors: [DSPEx.Clustering.PythonAdvisor],
       drain_probability: 0.5,
       undrain_probability: 0.3,
+      max_drained_share: 0.34,
       placement_budget_ms: 50,
       cluster_name: "dspex",
       cookie_file: nil
@@ -69,6 +71,7 @@ defmodule DSPEx.Clustering.Config do
       placement_advisors: [DSPEx.Clustering.PythonAdvisor],
       drain_probability: 0.5,
       undrain_probability: 0.3,
+      max_drained_share: 0.34,
       placement_budget_ms: 100,
       cluster_name: "dspex",
       cookie_file: nil

@@ -12,11 +12,17 @@ defmodule DSPEx.Clustering.Drain do
       afresh, as the Python load balancer does);
     * `drain/2` and `undrain/1` do it by hand.
 
+  **A guard**: at most `:max_drained_share` of the BEAM members (at least one node) are drained
+  at a time — an overloaded cluster looks sick everywhere, and draining every node would leave
+  nowhere to run. At the limit, a prediction above the lowest drained one's probability takes
+  its place (that one is undrained); otherwise it is ignored (logged).
+
   On each new drain it tells `:dspex_agent_placement` (`{:dspex_drained, node, why}`) and
   publishes a local `cluster.rebalance.request` (`reason: :drained`).
   """
   use GenServer
 
+  require Logger
   alias DSPEx.Clustering.{Config, Signal, SignalBus}
 
   @table :dspex_drained
@@ -70,7 +76,7 @@ defmodule DSPEx.Clustering.Drain do
     with %{node: node, probability: p} when is_atom(node) and is_number(p) <- data do
       cond do
         p >= Config.get(:drain_probability) ->
-          put_drained(node, %{reason: :predicted_failure, probability: p})
+          guarded_drain(node, p)
 
         p < Config.get(:undrain_probability) ->
           :ets.delete(@table, node)
@@ -93,9 +99,41 @@ defmodule DSPEx.Clustering.Drain do
 
   def handle_info(_other, state), do: {:noreply, state}
 
+  defp guarded_drain(node, p) do
+    drained = :ets.tab2list(@table)
+    limit = max(1, floor(length(beam_members()) * Config.get(:max_drained_share)))
+
+    cond do
+      List.keymember?(drained, node, 0) or length(drained) < limit ->
+        put_drained(node, %{reason: :predicted_failure, probability: p})
+
+      true ->
+        # at the limit: the least likely to fail among the drained makes room, if below p
+        {weakest, info} = Enum.min_by(drained, fn {_, i} -> Map.get(i, :probability, 2.0) end)
+
+        if Map.get(info, :probability, 2.0) < p do
+          :ets.delete(@table, weakest)
+          put_drained(node, %{reason: :predicted_failure, probability: p})
+        else
+          Logger.info("drain of #{node} (p=#{p}) held: #{limit} node(s) drained already")
+        end
+    end
+  end
+
+  defp beam_members do
+    for %{kind: :beam, status: status} = m <- DSPEx.Clustering.Membership.members(),
+        status != :down,
+        do: m.node
+  end
+
   defp put_drained(node, info) do
-    new? = :ets.lookup(@table, node) == []
-    :ets.insert(@table, {node, Map.put(info, :since, System.system_time(:millisecond))})
+    {new?, since} =
+      case :ets.lookup(@table, node) do
+        [] -> {true, System.system_time(:millisecond)}
+        [{_, old}] -> {false, old.since}
+      end
+
+    :ets.insert(@table, {node, Map.put(info, :since, since)})
 
     if new? do
       send_placement({:dspex_drained, node, info.reason})

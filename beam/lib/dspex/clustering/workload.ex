@@ -71,6 +71,24 @@ defmodule DSPEx.Clustering.Workload do
     end)
   end
 
+  @doc """
+  A long-running service agent's start function: burns `iterations` every `period_ms` until
+  stopped (what a drain has to move: it never finishes by itself).
+  """
+  @spec start_service(non_neg_integer(), pos_integer()) :: {:ok, pid()}
+  def start_service(iterations, period_ms) do
+    Task.start_link(fn ->
+      Registry.register(DSPEx.Clustering.AgentRegistry, self(), :placed_service)
+      serve(iterations, period_ms)
+    end)
+  end
+
+  defp serve(iterations, period_ms) do
+    spin(iterations, 1)
+    Process.sleep(period_ms)
+    serve(iterations, period_ms)
+  end
+
   @doc false
   def spin(0, acc), do: acc
   def spin(n, acc), do: spin(n - 1, rem(acc * 31 + n, 1_000_003))
