@@ -180,7 +180,7 @@ def main() -> None:
         row = {"cutoff": dt.datetime.fromtimestamp(c0, dt.UTC).date().isoformat()}
         for name, learner in (("model", "auto"), ("logistic", "logistic"), ("renewal", "renewal")):
             kind = learner
-            if learner == "logistic" and y[train].sum() < 30:
+            if learner == "logistic" and y[train].sum() < 200:
                 kind = "renewal"
             m = fit_hazard_model(
                 history,

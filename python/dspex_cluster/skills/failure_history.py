@@ -155,6 +155,9 @@ BASE_FEATURES = [
     "group_7d",
     "group_30d",
     "group_365d",
+    "last_event_size",
+    "log_since_repair",
+    "log_last_repair_h",
 ]
 HAZARD_FEATURES = [
     "log_frailty",
@@ -329,6 +332,16 @@ class FailureHistory:
             else:
                 c = np.zeros_like(t)
             cols.append(np.log1p(np.maximum(c, 0)))
+        # the node's last failure: one of many at once in its system (a system-wide event, less
+        # telling about this node), and how its repair went (repair ends are known once past)
+        window = 300.0
+        burst = self.by_system.count(sys_, last - window, np.minimum(last + window, t))
+        cols.append(np.where(has, np.log1p(np.maximum(burst - 1, 0)), 0.0))
+        repaired = has & (fixed <= t)
+        since_fix = np.maximum(t - fixed, 0.0) / DAY_S
+        cols.append(np.where(repaired, np.log(since_fix + 1.0 / 24.0), 0.0))
+        repair_h = (np.minimum(fixed, t) - last) / 3600.0
+        cols.append(np.where(has, np.log1p(np.maximum(repair_h, 0.0)), 0.0))
         return np.column_stack(cols)
 
     def node_hazard(
