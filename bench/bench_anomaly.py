@@ -20,11 +20,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -36,6 +33,7 @@ from scipy.special import ndtr  # noqa: E402
 
 from dspex_cluster.skills import nab_scoring as ns  # noqa: E402
 from dspex_cluster.skills.anomaly import AnomalyDetector  # noqa: E402
+from machine_facts import machine_facts  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = [
@@ -57,36 +55,6 @@ GRID = {"bandwidth": (0.3, 0.5, 0.8), "quiet_rows": (100, 200), "level_rows": (2
 
 OTP_RELEASE_EXPR = 'io:format("~s",[erlang:system_info(otp_release)]),halt().'
 Scorer = Callable[[NDArray[np.float64]], NDArray[np.float64]]
-
-
-def machine_facts() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    otp = None
-    try:
-        otp = subprocess.run(
-            ["erl", "-noshell", "-eval", OTP_RELEASE_EXPR],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "otp": otp,
-        "platform": platform.platform(),
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
 
 
 def pin_one_core() -> int | None:

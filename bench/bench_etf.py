@@ -7,14 +7,11 @@ binary_to_term, on typical distribution traffic, measured in one run on one mach
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import Any
 
 from dspex_cluster import etf
 from dspex_cluster.etf import Atom, ImproperList, Pid, Reference
+from machine_facts import machine_facts as shared_machine_facts
 
 NODE = Atom("beam1@127.0.0.1")
 FROM = Pid(NODE, 123, 0, 1700000000)
@@ -147,22 +145,7 @@ def measure_beam(
 
 
 def machine_facts() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "native_built": etf.native is not None,
-    }
+    return shared_machine_facts(native_built=etf.native is not None)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import signal
 import socket
@@ -30,8 +29,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
+
+from machine_facts import machine_facts
 
 REPO = Path(__file__).resolve().parent.parent
 BEAM = REPO / "beam"
@@ -334,32 +334,6 @@ def false_suspicion_run(cluster: Cluster, seconds: float, busy: int) -> dict[str
             round(statistics.quantiles(phis, n=100)[98], 3) if len(phis) >= 100 else None
         ),
         "phi_samples": len(phis),
-    }
-
-
-def machine_facts() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    otp = subprocess.run(
-        ["erl", "-noshell", "-eval", 'io:format("~s", [erlang:system_info(otp_release)]), halt().'],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    elixir = subprocess.run(["elixir", "--version"], capture_output=True, text=True).stdout
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "otp_release": otp,
-        "elixir": next((x for x in elixir.splitlines() if x.startswith("Elixir")), "unknown"),
-        "kernel": platform.release(),
-        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

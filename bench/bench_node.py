@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import gc
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -36,6 +33,7 @@ from otp import Epmd, ErlNode, beval, unique  # noqa: E402
 from dspex_cluster import etf  # noqa: E402
 from dspex_cluster.etf import Atom  # noqa: E402
 from dspex_cluster.runtime import GenServer, Node, Process  # noqa: E402
+from machine_facts import machine_facts as shared_machine_facts  # noqa: E402
 
 COOKIE = "dspex-bench-cookie"
 PAYLOAD = b"payload"
@@ -67,22 +65,8 @@ class Echo(GenServer):
 
 
 def machine_facts(beam_nodes: list[ErlNode]) -> dict[str, Any]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     otps = sorted({bytes(n.eval("erlang:system_info(otp_release)")).decode() for n in beam_nodes})
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "otp_releases": otps,
-        "etf_implementation": etf.IMPLEMENTATION,
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-    }
+    return shared_machine_facts(otp_releases=otps, etf_implementation=etf.IMPLEMENTATION)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -47,11 +47,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +64,7 @@ from dspex_cluster.skills.placement import (
     PlacementModel,
     simulate,
 )
+from machine_facts import machine_facts
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
@@ -80,25 +78,6 @@ EXTRA = ("least_loaded_tracked", "learned_noisy")
 
 def data_dir() -> Path:
     return Path(os.environ.get("DSPEX_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-def machine_facts() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
 
 
 # ---- 1. supermarket validation --------------------------------------------------------------
