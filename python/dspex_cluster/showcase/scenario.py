@@ -63,6 +63,7 @@ class Timeline:
     max_cost_ms: float = 800.0
     settle_s: float = 25.0  # the longest wait for a phase's last tasks
     hogs: int = 2
+    hog_duty: float = 0.4  # the nodes share this host's cores: a full hog slows everyone
     services: int = 6  # long-running agents placed in the degrade phase
     leak_mb_per_s: float = 10.0
     drain_probability: float = 0.5  # the BEAM Drain's threshold (Config default)
@@ -220,6 +221,8 @@ class Platform:
             f"Python agent node {self.py}",
         )
         await self._until(self._agents_ready, 30, f"the agents on {self.py}")
+        for b in self.beams:  # hidden nodes do not mesh: every BEAM node dials the Python node
+            await self.rpc(b, "net_kernel", "connect_node", [Atom(self.py)])
         self.log(f"Python agent node {self.py} up: the four clustering agents answer")
         self.bus = ClusterBus(self.ctl, self.beams[:2])
         self.bus.start()
@@ -391,13 +394,16 @@ class Platform:
         new = self.sink.signals[self.watch.seen :]
         self.watch.seen += len(new)
         victim = Atom(self.victim)
+        degraded = self.marks.get("degrade", float("inf"))
         for at, s in new:
             node = s.get("node")
+            if node == victim and at < degraded and s.type != "cluster.node.down":
+                continue
             if s.type == "cluster.failure.predicted" and node == victim:
                 p = float(s.get("probability") or 0.0)
                 ttf = s.get("time_to_failure_s")
                 key = "prediction" if p >= self.t.drain_probability else "early_prediction"
-                if key not in self.marks and "degrade" in self.marks and "kill" not in self.marks:
+                if key not in self.marks and "kill" not in self.marks:
                     self.marks[key] = at
                     reasons = s.get("reasons") or {}
                     top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
@@ -410,7 +416,7 @@ class Platform:
                         probability=p,
                     )
             elif s.type == "cluster.health.anomaly" and node == victim:
-                if "anomaly" not in self.marks and "degrade" in self.marks:
+                if "anomaly" not in self.marks:
                     self.marks["anomaly"] = at
                     score = float(s.get("score") or 0.0)
                     feats = ", ".join(_s(k) for k in (s.get("features") or {}))
@@ -490,12 +496,17 @@ class Platform:
     # -- fault injection -----------------------------------------------------------------------
 
     async def degrade(self) -> None:
-        opts = [(Atom("hogs"), self.t.hogs), (Atom("leak_mb_per_s"), self.t.leak_mb_per_s)]
-        await self.rpc(self.victim, f"{EX}.Degrader", "start", [opts])
+        opts = [
+            (Atom("hogs"), self.t.hogs),
+            (Atom("duty"), self.t.hog_duty),
+            (Atom("leak_mb_per_s"), self.t.leak_mb_per_s),
+        ]
         self.marks["degrade"] = time.monotonic()
+        await self.rpc(self.victim, f"{EX}.Degrader", "start", [opts])
         self.watch.event(
             "degrade",
-            f"degrading {_short(self.victim)}: {self.t.hogs} CPU hogs, "
+            f"degrading {_short(self.victim)}: {self.t.hogs} CPU hogs "
+            f"({self.t.hog_duty:.0%} busy each), "
             f"memory +{self.t.leak_mb_per_s:.0f} MB/s",
         )
 
