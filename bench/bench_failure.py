@@ -3,16 +3,17 @@
 For every node and calendar day of its production period, predict at midnight, from failures that
 started before that midnight only, whether a failure of the node starts within the next 24 h.
 Scored side by side in one run:
-- model: `dspex_cluster.skills.failure` (renewal + frailty + boosted recalibration), refitted every
-  `--refit-days` on the time-ordered prefix (fit at cutoff c uses node-days whose 24 h window
-  ends by c and failures that started before c; it then scores the days in [c, c + refit));
-- ablations: the renewal-with-frailty model alone, and the logistic layer instead of trees;
+- model: what `dspex_cluster.skills.failure.FailurePredictor` computes (renewal + frailty, a
+  boosted layer correcting it, Platt recalibration), refitted every `--refit-days` on the
+  time-ordered prefix: the fit at cutoff c uses node-days whose 24 h window ends by c and
+  failures that started before c, and scores the days in [c, c + refit); its Platt scaling is
+  fitted on the previous fit's (out-of-sample) scores of the days in [c - refit, c);
+- ablations: the same without recalibration, the renewal-with-frailty model alone, and the
+  logistic layer instead of trees;
 - baseline "system rate": the system's failure-day rate over all its node-days before the day;
 - baseline "recency": days since the node's last failure (never failed = least risky); its
   probability (for the Brier score) is the observed rate of earlier node-days in the same
   recency bin.
-Then a causal recalibration (Platt scaling on the model's own earlier out-of-sample predictions)
-is applied to every model score, never to the baselines.
 
 Usage: .venv/bin/python bench/bench_failure.py --out reports/bench
 Writes DIR/failure.json (machine facts, figures) and DIR/failure.png (ROC + reliability).
@@ -32,10 +33,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-from dspex_cluster.skills.failure_hazard import RidgeLogistic
 from dspex_cluster.skills.failure_history import FailureHistory, NodeTable
 from dspex_cluster.skills.failure_lanl import DAY_S, load_lanl, node_day_grid, rack_groups
-from dspex_cluster.skills.failure_model import fit_hazard_model
+from dspex_cluster.skills.failure_model import apply_platt, fit_hazard_model, fit_platt
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,24 +94,6 @@ def global_rate_before_day(day: np.ndarray, label: np.ndarray) -> np.ndarray:
     return rate[dinv]
 
 
-# ---- causal Platt recalibration --------------------------------------------------------------
-def recalibrate(
-    raw: np.ndarray, label: np.ndarray, day: np.ndarray, cutoffs: np.ndarray, window_days: float
-) -> np.ndarray:
-    """At each cutoff, fit P = sigmoid(a + b * logit(raw)) on the out-of-sample predictions of the
-    previous `window_days` (rows whose 24 h window ended by the cutoff), apply until the next."""
-    logit = np.log(np.clip(raw, 1e-9, 1 - 1e-9) / np.clip(1 - raw, 1e-9, 1))
-    out = raw.copy()
-    for c0, c1 in zip(cutoffs[:-1], cutoffs[1:], strict=True):
-        past = (day + DAY_S <= c0) & (day >= c0 - window_days * DAY_S)
-        block = (day >= c0) & (day < c1)
-        if label[past].sum() < 30 or not block.any():
-            continue
-        model = RidgeLogistic(l2=1e-3).fit(logit[past, None], label[past])
-        out[block] = model.predict_proba(logit[block, None])
-    return out
-
-
 # ---- machine facts -------------------------------------------------------------------------------
 def machine_facts() -> dict[str, object]:
     cpu = platform.processor()
@@ -139,8 +121,6 @@ def main() -> None:
     ap.add_argument("--refit-days", type=float, default=180.0)
     ap.add_argument("--neg-rate", type=float, default=0.03, help="negative subsampling for fits")
     ap.add_argument("--max-neg", type=int, default=60_000, help="cap on negatives per fit")
-    ap.add_argument("--calib-window-days", type=float, default=120.0)
-    ap.add_argument("--calib-every-days", type=float, default=30.0)
     ap.add_argument("--systems", type=str, default="", help="comma-separated subset")
     ap.add_argument("--dump", type=Path, default=None, help="save per-row scores (npz)")
     args = ap.parse_args()
@@ -165,8 +145,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     u = rng.random(y.size)
     cutoffs = np.arange(day.min(), day.max() + args.refit_days * DAY_S + 1, args.refit_days * DAY_S)
-    scores = {k: np.zeros(y.size) for k in ("model", "renewal", "logistic")}
+    names = ("model", "model_uncalibrated", "renewal", "logistic")
+    scores = {k: np.zeros(y.size) for k in names}
     fits = []
+    prev_block: np.ndarray | None = None
     for c0, c1 in zip(cutoffs[:-1], cutoffs[1:], strict=True):
         block = (day >= c0) & (day < c1)
         if not block.any():
@@ -177,7 +159,9 @@ def main() -> None:
         train = known & (y | (u < rate))
         weight = np.where(y[train], 1.0, 1.0 / rate)
         t0 = time.perf_counter()
-        row = {"cutoff": dt.datetime.fromtimestamp(c0, dt.UTC).date().isoformat()}
+        row: dict[str, object] = {
+            "cutoff": dt.datetime.fromtimestamp(c0, dt.UTC).date().isoformat()
+        }
         for name, learner in (("model", "auto"), ("logistic", "logistic"), ("renewal", "renewal")):
             kind = learner
             if learner == "logistic" and y[train].sum() < 200:
@@ -192,21 +176,22 @@ def main() -> None:
                 base=base[train],
                 learner=kind,  # type: ignore[arg-type]
             )
-            scores[name][block] = m.predict(history, grid.node[block], day[block], base[block])
+            raw = m.predict_raw(history, grid.node[block], day[block], base[block])
             row[name] = m.kind
+            if name != "model":
+                scores[name][block] = raw
+                continue
+            scores["model_uncalibrated"][block] = raw
+            platt = None  # as FailurePredictor: on the previous fit's out-of-sample scores
+            if m.learner is not None and prev_block is not None:
+                platt = fit_platt(scores["model_uncalibrated"][prev_block], yf[prev_block])
+            scores["model"][block] = apply_platt(platt, raw)
+            row["platt"] = None if platt is None else [round(v, 3) for v in platt]
         row.update(train_rows=int(train.sum()), positives=int(y[train].sum()))
         row["fit_s"] = round(time.perf_counter() - t0, 2)
         fits.append(row)
+        prev_block = block
         print(row, flush=True)
-
-    # ---- causal recalibration of the model scores on their own past out-of-sample predictions
-    cal_cuts = np.arange(
-        day.min(), day.max() + args.calib_every_days * DAY_S + 1, args.calib_every_days * DAY_S
-    )
-    calibrated = {
-        f"{k}+calibrated": recalibrate(v, yf, day, cal_cuts, args.calib_window_days)
-        for k, v in scores.items()
-    }
 
     # ---- baselines
     g_rate = global_rate_before_day(day, yf)
@@ -221,7 +206,6 @@ def main() -> None:
         "baseline_system_rate": (sys_rate, sys_rate),
         "baseline_recency": (recency_score, recency_p),
         **{k: (v, v) for k, v in scores.items()},
-        **{k: (v, v) for k, v in calibrated.items()},
     }
     results = {}
     for name, (score, prob) in entries.items():
@@ -232,7 +216,7 @@ def main() -> None:
             "mean_p": round(float(prob.mean()), 6),
         }
         print(name, results[name], flush=True)
-    best = "model+calibrated"
+    best = "model"
     best_brier_baseline = min(results[k]["brier"] for k in results if k.startswith("baseline"))
     wall = time.perf_counter() - t_start
     report = {
@@ -256,8 +240,8 @@ def main() -> None:
             "refit_days": args.refit_days,
             "neg_rate": args.neg_rate,
             "max_neg": args.max_neg,
-            "calibration": f"Platt on the previous {args.calib_window_days} days of out-of-sample"
-            f" scores, refitted every {args.calib_every_days} days",
+            "calibration": "Platt scaling of each learned fit on the previous fit's out-of-sample "
+            "scores of the days between the two cutoffs (as FailurePredictor does)",
             "fits": fits,
         },
         "results": results,
@@ -278,7 +262,7 @@ def main() -> None:
             day=day,
             node=grid.node,
             system=data.system[grid.node],
-            **{k.replace("+", "_"): v[1] for k, v in entries.items()},
+            **{k: v[1] for k, v in entries.items()},
         )
     print(json.dumps(report["targets"]), f"total {wall:.0f} s")
 
@@ -289,7 +273,7 @@ def plot(path: Path, entries: dict, y: np.ndarray, results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    show = ["model+calibrated", "renewal", "baseline_recency", "baseline_system_rate"]
+    show = ["model", "renewal", "baseline_recency", "baseline_system_rate"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5.2))
     for name in show:
         score, prob = entries[name]

@@ -15,7 +15,9 @@ with gamma frailty per node (empirical Bayes), recalibrated on recency/count/sys
 features by a logistic or boosted layer once there is enough history. It is refitted on a fixed
 grid of cutoffs (every `refit_interval_s`); a prediction at `now` uses the fit at the last cutoff
 <= now, built only from failures that started before that cutoff, so predictions are causal and
-deterministic whatever was observed later. Health signals (`failure_health`) add competing risks.
+deterministic whatever was observed later. Each learned fit is then Platt-recalibrated on the
+previous fit's out-of-sample predictions for the interval between the two cutoffs. Health
+signals (`failure_health`) add competing risks.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dspex_cluster.skills.failure_health import (
     time_to_exhaustion,
 )
 from dspex_cluster.skills.failure_history import FailureHistory, NodeTable
-from dspex_cluster.skills.failure_model import HazardModel, Learner, fit_hazard_model
+from dspex_cluster.skills.failure_model import HazardModel, Learner, fit_hazard_model, fit_platt
 from dspex_cluster.skills.failure_phi import PhiAccrualDetector, phi_from_stats
 
 __all__ = ["FailurePredictor", "PhiAccrualDetector", "phi_from_stats"]
@@ -78,6 +80,7 @@ class FailurePredictor:
         self._failures: list[tuple[int, float, float]] = []
         self._history: FailureHistory | None = None
         self._models: dict[float, HazardModel] = {}
+        self._raw_models: dict[float, HazardModel] = {}
 
     # ---- observations ------------------------------------------------------------------------
     def add_node(
@@ -127,6 +130,7 @@ class FailurePredictor:
     def _invalidate(self) -> None:
         self._history = None
         self._models.clear()
+        self._raw_models.clear()
 
     # ---- the history model -------------------------------------------------------------------
     def _history_index(self) -> FailureHistory:
@@ -171,9 +175,9 @@ class FailurePredictor:
             weight = np.where(label, 1.0, 1.0 / rate)
         return node, t, label, weight
 
-    def _model_at(self, now_ts: float) -> HazardModel:
-        cutoff = math.floor(now_ts / self.refit_interval_s) * self.refit_interval_s
-        model = self._models.get(cutoff)
+    def _raw_model(self, cutoff: float) -> HazardModel:
+        """The model fitted at `cutoff`, before recalibration."""
+        model = self._raw_models.get(cutoff)
         if model is None:
             node, t, label, weight = self._training_rows(cutoff)
             model = fit_hazard_model(
@@ -186,6 +190,27 @@ class FailurePredictor:
                 train_weight=weight,
                 learner=self.learner,
             )
+            self._raw_models[cutoff] = model
+        return model
+
+    def _model_at(self, now_ts: float) -> HazardModel:
+        """The model of the last refit cutoff <= now, recalibrated (Platt) on the previous
+        fit's out-of-sample predictions for the node-intervals between the two cutoffs."""
+        cutoff = math.floor(now_ts / self.refit_interval_s) * self.refit_interval_s
+        model = self._models.get(cutoff)
+        if model is None:
+            raw = self._raw_model(cutoff)
+            platt = None
+            if raw.learner is not None:
+                prev_cutoff = cutoff - self.refit_interval_s
+                node, t, label, weight = self._training_rows(cutoff)
+                recent = t >= prev_cutoff
+                if label[recent].sum() >= 30:
+                    prev = self._raw_model(prev_cutoff)
+                    hist = self._history_index()
+                    scores = prev.predict_raw(hist, node[recent], t[recent])
+                    platt = fit_platt(scores, label[recent], weight[recent])
+            model = HazardModel(raw.params, raw.learner, raw.horizon_days, platt)
             self._models[cutoff] = model
         return model
 

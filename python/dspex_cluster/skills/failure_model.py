@@ -42,11 +42,16 @@ class HazardModel:
     """A fitted model: Weibull parameters plus an optional learned layer over the features."""
 
     def __init__(
-        self, params: WeibullParams, learner: _Classifier | None, horizon_days: float
+        self,
+        params: WeibullParams,
+        learner: _Classifier | None,
+        horizon_days: float,
+        platt: tuple[float, float] | None = None,
     ) -> None:
         self.params = params
         self.learner = learner
         self.horizon_days = horizon_days
+        self.platt = platt  # (a, b): P = sigmoid(a + b * logit(raw)), see `fit_platt`
 
     @property
     def kind(self) -> str:
@@ -62,6 +67,16 @@ class HazardModel:
         base: np.ndarray | None = None,
     ) -> np.ndarray:
         """P(a failure starts within the horizon after t) for queries (node, t)."""
+        return apply_platt(self.platt, self.predict_raw(history, node, t, base))
+
+    def predict_raw(
+        self,
+        history: FailureHistory,
+        node: np.ndarray,
+        t: np.ndarray,
+        base: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The probability before recalibration."""
         if self.learner is None:
             z, ahead = history.node_hazard(self.params, node, t, self.horizon_days)
             return -np.expm1(-z * ahead)
@@ -70,6 +85,34 @@ class HazardModel:
         hz = history.hazard_features(self.params, node, t, base, self.horizon_days)
         x = np.hstack([base, hz])
         return self.learner.predict_proba(x, renewal_logit(x))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(q / (1 - q))
+
+
+def fit_platt(
+    raw: np.ndarray, label: np.ndarray, weight: np.ndarray | None = None, min_positive: int = 30
+) -> tuple[float, float] | None:
+    """Platt scaling fitted on *out-of-sample* predictions (those of the previous fit on the
+    node-intervals since): it absorbs drift in the overall level and over-confidence of the
+    learned layer. None when fewer than `min_positive` positives."""
+    y = np.asarray(label, dtype=np.float64)
+    if y.sum() < min_positive or y.sum() == y.size:
+        return None
+    model = RidgeLogistic(l2=1e-3).fit(_logit(raw)[:, None], y, weight)
+    assert model.coef_ is not None and model.mean_ is not None and model.scale_ is not None
+    b = float(model.coef_[0] / model.scale_[0])
+    a = float(model.coef_[1] - b * model.mean_[0])
+    return a, b
+
+
+def apply_platt(platt: tuple[float, float] | None, raw: np.ndarray) -> np.ndarray:
+    if platt is None:
+        return raw
+    a, b = platt
+    return 1.0 / (1.0 + np.exp(-(a + b * _logit(raw))))
 
 
 def fit_hazard_model(
