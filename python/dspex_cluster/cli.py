@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the main job (make run): 3 BEAM nodes + a Python agent node, a workload, "
         "a degraded node killed; writes reports/latest/report.{json,html}",
     )
-    plat.add_argument("--quick", action="store_true", help="short phases (about 40 s)")
+    plat.add_argument("--quick", action="store_true", help="short phases (about 40 s in all)")
     plat.add_argument(
         "--duration", type=float, default=None, help="seconds per workload phase (default 30)"
     )

@@ -105,13 +105,22 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str]]:
     samples = report["samples"]
     victim = report["victim"].split("@")[0].split("_")[0]
     t = [s["t"] for s in samples]
+    killed = report["marks_s"].get("kill")
+
+    def until_kill(values: list[float]) -> list[float]:
+        # after the kill the agents only remember the dead node's last state
+        if killed is None:
+            return values
+        return [v if at <= killed else np.nan for v, at in zip(values, t, strict=True)]
+
     fig, ax = plt.subplots(figsize=(9, 3.8))
     for node in sorted({n for s in samples for n in s["anomaly"]}):
         if node.startswith("b"):
             style = "-" if node == victim else ":"
-            ax.plot(
-                t, [s["anomaly"].get(node, np.nan) for s in samples], style, label=f"anomaly {node}"
-            )
+            series = [s["anomaly"].get(node, np.nan) for s in samples]
+            if node == victim:
+                series = until_kill(series)
+            ax.plot(t, series, style, label=f"anomaly {node}")
     ax.plot(
         t, [s["p_fail"].get(victim, np.nan) for s in samples], "k-", lw=2, label=f"P(fail) {victim}"
     )
@@ -132,18 +141,28 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str]]:
     out.append((f"{victim}: anomaly score and failure probability", _png(fig)))
     plt.close(fig)
 
-    # 4. work running per node over time
+    # 4. where the work went: placements per node per second
     fig, ax = plt.subplots(figsize=(9, 3.2))
-    nodes = sorted({n for s in samples for n in s["running"]})
-    ax.stackplot(t, [[s["running"].get(n, 0) for s in samples] for n in nodes], labels=nodes)
+    nodes = sorted({n for s in samples for n in s["placements"]})
+    for n in nodes:
+        counts = np.array([s["placements"].get(n, 0) for s in samples], dtype=float)
+        phases = [s["phase"] for s in samples]
+        # counters restart with each phase: per-second differences within a phase
+        rate = np.diff(np.concatenate([[0.0], counts]))
+        for i in range(1, len(rate)):
+            if phases[i] != phases[i - 1]:
+                rate[i] = counts[i]
+        ax.plot(t, np.maximum(rate, 0), label=n)
     for key in ("degrade", "drain", "kill"):
         at = report["marks_s"].get(key)
         if at is not None:
             ax.axvline(at, color="k", ls="--", lw=1)
+            ax.text(at, ax.get_ylim()[1], key, rotation=90, va="top", fontsize=8)
     ax.set_xlabel("run time (s)")
-    ax.set_ylabel("tasks running")
+    ax.set_ylabel("placements per second")
     ax.legend(loc="upper left", fontsize=8)
-    out.append(("Tasks running per node", _png(fig)))
+    ax.grid(alpha=0.3)
+    out.append(("Placements per node and second", _png(fig)))
     plt.close(fig)
     return out
 

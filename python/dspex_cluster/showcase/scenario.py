@@ -71,7 +71,9 @@ class Timeline:
 
     @classmethod
     def quick(cls) -> Timeline:
-        return cls(phase_s=8.0, degrade_phase_s=22.0, degrade_at_s=2.0, kill_at_s=15.0)
+        return cls(
+            phase_s=6.0, degrade_phase_s=16.0, degrade_at_s=2.0, kill_at_s=11.0, settle_s=15.0
+        )
 
     @classmethod
     def scaled(cls, phase_s: float) -> Timeline:
@@ -405,6 +407,7 @@ class Platform:
                 key = "prediction" if p >= self.t.drain_probability else "early_prediction"
                 if key not in self.marks and "kill" not in self.marks:
                     self.marks[key] = at
+                    self.marks.setdefault("early_prediction", at)
                     reasons = s.get("reasons") or {}
                     top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
                     why = ", ".join(f"{_s(k)} {v:.2f}" for k, v in top)
