@@ -40,8 +40,9 @@ def network() -> Iterator[Network]:
     try:
         yield net
     finally:
-        net.destroy()
+        strays = net.destroy()
         assert not net.leftovers(), f"namespaces left behind: {net.leftovers()}"
+        assert not strays, f"processes still running in our namespaces (killed): {strays}"
 
 
 @pytest.fixture(scope="session")

@@ -78,16 +78,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def delete_namespace(name: str) -> None:
+def delete_namespace(name: str) -> list[int]:
     """Kill what still runs in namespace `name` (processes started there by these tests), then
-    delete it; its veth ends, and so their peers, go with it."""
-    pids = ip("netns", "pids", name, check=False).stdout.split()
+    delete it; its veth ends, and so their peers, go with it. Returns the PIDs it had to kill."""
+    pids = [int(p) for p in ip("netns", "pids", name, check=False).stdout.split() if p.isdigit()]
+    killed = []
     for pid in pids:
+        if pid == os.getpid():  # never ourselves (only a thread of ours may sit in there)
+            continue
         try:
-            os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
             pass
     ip("netns", "delete", name, check=False)
+    return killed
 
 
 def clean_stale_namespaces() -> list[str]:
@@ -139,6 +144,16 @@ class Host:
                 break
             time.sleep(0.05)
         raise RuntimeError(f"epmd did not start in {self.netns}")
+
+    def epmd_names(self) -> str:
+        """What this host's epmd lists (`epmd -names` output)."""
+        epmd = shutil.which("epmd") or "epmd"
+        return subprocess.run(
+            self.command(epmd, "-port", str(self.epmd_port), "-names"),
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
 
     def stop_epmd(self) -> None:
         if self.epmd is not None and self.epmd.poll() is None:
@@ -215,15 +230,19 @@ class Network:
         ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
         return Host(ns, address, port, self.switch, self.epmd_port)
 
-    def destroy(self) -> None:
+    def destroy(self) -> list[int]:
+        """Stop the epmds, delete every namespace made; the PIDs of stray processes that were
+        still running in them and had to be killed (none when every test cleaned up)."""
         for host in self.hosts:
             try:
                 host.stop_epmd()
             except (OSError, subprocess.SubprocessError):
                 pass
+        strays = []
         for name in reversed(self.created):
-            delete_namespace(name)
+            strays += delete_namespace(name)
         self.created.clear()
+        return strays
 
     def leftovers(self) -> list[str]:
         """Our namespaces still listed (empty after destroy)."""
