@@ -60,6 +60,12 @@ def netns_unavailable_reason() -> str | None:
         return f"`ip netns` unavailable: {exc}"
     if listing.returncode != 0:
         return f"`ip netns` unavailable: {listing.stderr.strip()}"
+    # root in a container without CAP_SYS_ADMIN may list but not create namespaces
+    probe = f"{NAME_FAMILY}{os.getpid()}-{secrets.token_hex(3)}-probe"
+    added = ip("netns", "add", probe, check=False)
+    if added.returncode != 0:
+        return f"`ip netns add` not permitted here: {added.stderr.strip()}"
+    ip("netns", "delete", probe, check=False)
     return None
 
 
