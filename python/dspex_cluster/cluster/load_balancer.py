@@ -4,9 +4,11 @@ Requests (GenServer calls; `Node` is an atom, maps may have atom or binary keys)
 
     {place, AgentSpec, Constraints}
         -> {ok, Node} | {error, no_suitable_nodes}
-        Candidates: BEAM nodes (Python nodes only when `kinds` includes `python`) whose
-        `cluster.load.report` is fresh (5 report intervals), whose
-        status (from `cluster.node.*`) is `up`, and which are not drained. Constraints (keyword
+        Candidates: the BEAM nodes (Python nodes only when `kinds` includes `python`) whose
+        status (from `cluster.node.*`) is `up` and which are not drained, with their latest
+        `cluster.load.report` when it is fresh (5 report intervals) — a late report counts as
+        unknown load, as on the BEAM; reports stopped for `stale_limit_s` drop the node.
+        Constraints (keyword
         list or map) filter exactly as `DSPEx.Clustering.PlacementScore.filter/2`:
         exclude_nodes, nodes, kinds, min_memory_mb, capabilities, max_cpu, max_agents;
         `prefer_capabilities` is scored. A map AgentSpec may carry `constraints` (merged under
@@ -85,6 +87,7 @@ NO_ADVICE = Atom("no_advice")
 @dataclass
 class LoadBalancerConfig:
     report_ttl_factor: float = 5.0  # a report is fresh for this many report intervals
+    stale_limit_s: float = 30.0  # after this a member whose reports stopped is not a candidate
     forecast_interval_s: float = 1.0
     forecast_steps: int = 5
     overload_cpu: float = 0.85
@@ -180,11 +183,16 @@ class LoadBalancer(Agent):
         started = time.perf_counter()
         c = merged_constraints(agent_spec, constraints)
         now = time.monotonic()
-        candidates = [
-            s.candidate()
-            for s in self.view.nodes.values()
-            if s.fresh(now, self.config.report_ttl_factor) and s.node not in self.drained
-        ]
+        ttl, limit = self.config.report_ttl_factor, self.config.stale_limit_s
+        candidates = []
+        for s in self.view.nodes.values():
+            if s.node in self.drained:
+                continue
+            if s.fresh(now, ttl):
+                candidates.append(s.candidate())
+            elif s.reported_at is None or now - s.reported_at <= limit:
+                # a late report means unknown load (as on the BEAM), not an absent node
+                candidates.append({"node": s.node, "kind": s.kind, "status": s.status})
         result = self._decide(agent_spec, c, candidates)
         self.decision_ms.append((time.perf_counter() - started) * 1000.0)
         return result
