@@ -16,6 +16,7 @@ HEADLINE = (
     ("tasks_completed", "tasks completed", ""),
     ("tasks_lost", "tasks lost", ""),
     ("prediction_lead_s", "failure predicted before the kill", " s"),
+    ("prediction_after_degrade_s", "failure predicted after the degradation began", " s"),
     ("first_warning_lead_s", "first warning (p >= 0.3) before the kill", " s"),
     ("drain_lead_s", "drained before the kill", " s"),
     ("detection_ms", "kill detected by membership after", " ms"),

@@ -579,6 +579,11 @@ class Platform:
             "tasks_lost": submitted - completed,
             "prediction_lead_s": lead,
             "first_warning_lead_s": early,
+            "prediction_after_degrade_s": (
+                round(m["prediction"] - m["degrade"], 2)
+                if "prediction" in m and "degrade" in m
+                else None
+            ),
             "drain_lead_s": round(m["kill"] - m["drain"], 2)
             if "drain" in m and "kill" in m
             else None,

@@ -31,6 +31,8 @@ defmodule DSPEx.Clustering.PythonAdvisor do
   @backoff_ms 1_000
   @max_backoff_ms 30_000
   @noproc_backoff_ms 30_000
+  @remember_ms 600_000
+  @sweep_ms 60_000
   # keys of a map spec worth sending (a start MFA with pids is not)
   @spec_keys [:id, :name, :work, :constraints, :kind]
   @local_keys [:advisors, :weights, :budget_ms]
@@ -41,7 +43,17 @@ defmodule DSPEx.Clustering.PythonAdvisor do
   @impl GenServer
   def init(_opts) do
     :ets.new(@table, [:named_table, :public, write_concurrency: true, read_concurrency: true])
+    Process.send_after(self(), :sweep, @sweep_ms)
     {:ok, %{}}
+  end
+
+  # advisors of placements nobody asked about (agents that never finish) are forgotten
+  @impl GenServer
+  def handle_info(:sweep, state) do
+    old = now() - @remember_ms
+    :ets.select_delete(@table, [{{{:advised, :_}, :_, :"$1"}, [{:<, :"$1", old}], [true]}])
+    Process.send_after(self(), :sweep, @sweep_ms)
+    {:noreply, state}
   end
 
   @impl DSPEx.Clustering.PlacementAdvisor
@@ -79,7 +91,7 @@ defmodule DSPEx.Clustering.PythonAdvisor do
   @spec take_advisor(term()) :: node() | nil
   def take_advisor(id) do
     case table?() && :ets.take(@table, {:advised, id}) do
-      [{_, py}] -> py
+      [{_, py, _at}] -> py
       _ -> nil
     end
   end
@@ -175,7 +187,7 @@ defmodule DSPEx.Clustering.PythonAdvisor do
   end
 
   defp remember(%{id: id}, py) do
-    if table?(), do: :ets.insert(@table, {{:advised, id}, py})
+    if table?(), do: :ets.insert(@table, {{:advised, id}, py, now()})
   end
 
   defp remember(_spec, _py), do: :ok
