@@ -7,7 +7,7 @@ Scored side by side in one run:
   boosted layer correcting it, Platt recalibration), refitted every `--refit-days` on the
   time-ordered prefix: the fit at cutoff c uses node-days whose 24 h window ends by c and
   failures that started before c, and scores the days in [c, c + refit); its Platt scaling is
-  fitted on the previous fit's (out-of-sample) scores of the days in [c - refit, c);
+  fitted on the earlier fits' out-of-sample scores of the days in [c - k * refit, c), k = 4;
 - ablations: the same without recalibration, the renewal-with-frailty model alone, and the
   logistic layer instead of trees;
 - baseline "system rate": the system's failure-day rate over all its node-days before the day;
@@ -118,9 +118,10 @@ def machine_facts() -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench")
-    ap.add_argument("--refit-days", type=float, default=180.0)
+    ap.add_argument("--refit-days", type=float, default=90.0)
     ap.add_argument("--neg-rate", type=float, default=0.03, help="negative subsampling for fits")
     ap.add_argument("--max-neg", type=int, default=60_000, help="cap on negatives per fit")
+    ap.add_argument("--platt-intervals", type=int, default=4, help="refit intervals for Platt")
     ap.add_argument("--systems", type=str, default="", help="comma-separated subset")
     ap.add_argument("--dump", type=Path, default=None, help="save per-row scores (npz)")
     args = ap.parse_args()
@@ -148,7 +149,7 @@ def main() -> None:
     names = ("model", "model_uncalibrated", "renewal", "logistic")
     scores = {k: np.zeros(y.size) for k in names}
     fits = []
-    prev_block: np.ndarray | None = None
+    prev_blocks: list[np.ndarray] = []
     for c0, c1 in zip(cutoffs[:-1], cutoffs[1:], strict=True):
         block = (day >= c0) & (day < c1)
         if not block.any():
@@ -182,15 +183,16 @@ def main() -> None:
                 scores[name][block] = raw
                 continue
             scores["model_uncalibrated"][block] = raw
-            platt = None  # as FailurePredictor: on the previous fit's out-of-sample scores
-            if m.learner is not None and prev_block is not None:
-                platt = fit_platt(scores["model_uncalibrated"][prev_block], yf[prev_block])
+            platt = None  # as FailurePredictor: on earlier fits' out-of-sample scores
+            if m.learner is not None and prev_blocks:
+                recent = np.logical_or.reduce(prev_blocks[-args.platt_intervals :])
+                platt = fit_platt(scores["model_uncalibrated"][recent], yf[recent])
             scores["model"][block] = apply_platt(platt, raw)
             row["platt"] = None if platt is None else [round(v, 3) for v in platt]
         row.update(train_rows=int(train.sum()), positives=int(y[train].sum()))
         row["fit_s"] = round(time.perf_counter() - t0, 2)
         fits.append(row)
-        prev_block = block
+        prev_blocks.append(block)
         print(row, flush=True)
 
     # ---- baselines
@@ -240,8 +242,8 @@ def main() -> None:
             "refit_days": args.refit_days,
             "neg_rate": args.neg_rate,
             "max_neg": args.max_neg,
-            "calibration": "Platt scaling of each learned fit on the previous fit's out-of-sample "
-            "scores of the days between the two cutoffs (as FailurePredictor does)",
+            "calibration": "Platt scaling of each learned fit on the out-of-sample scores of the "
+            f"previous {args.platt_intervals} fits (as FailurePredictor does)",
             "fits": fits,
         },
         "results": results,

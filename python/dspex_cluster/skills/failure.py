@@ -16,7 +16,8 @@ features by a logistic or boosted layer once there is enough history. It is refi
 grid of cutoffs (every `refit_interval_s`); a prediction at `now` uses the fit at the last cutoff
 <= now, built only from failures that started before that cutoff, so predictions are causal and
 deterministic whatever was observed later. Each learned fit is then Platt-recalibrated on the
-previous fit's out-of-sample predictions for the interval between the two cutoffs. Health
+out-of-sample predictions of the previous `platt_intervals` fits (each on the interval after its
+own cutoff): learned layers tend to be over-confident out of sample, and rates drift. Health
 signals (`failure_health`) add competing risks.
 """
 
@@ -65,6 +66,7 @@ class FailurePredictor:
         resources: Mapping[str, float] | None = None,
         health_window_s: float | None = None,
         max_train_rows: int = 300_000,
+        platt_intervals: int = 4,
         seed: int = 0,
     ) -> None:
         if horizon_s <= 0 or refit_interval_s <= 0:
@@ -75,6 +77,7 @@ class FailurePredictor:
         self.resources = dict(DEFAULT_RESOURCES if resources is None else resources)
         self.health_window_s = float(health_window_s or horizon_s)
         self.max_train_rows = int(max_train_rows)
+        self.platt_intervals = int(platt_intervals)
         self.seed = int(seed)
         self._nodes: dict[Hashable, _Node] = {}
         self._failures: list[tuple[int, float, float]] = []
@@ -194,22 +197,28 @@ class FailurePredictor:
         return model
 
     def _model_at(self, now_ts: float) -> HazardModel:
-        """The model of the last refit cutoff <= now, recalibrated (Platt) on the previous
-        fit's out-of-sample predictions for the node-intervals between the two cutoffs."""
+        """The model of the last refit cutoff <= now, recalibrated (Platt) on out-of-sample
+        predictions: those of each of the previous `platt_intervals` fits for the node-intervals
+        between its cutoff and the next one."""
         cutoff = math.floor(now_ts / self.refit_interval_s) * self.refit_interval_s
         model = self._models.get(cutoff)
         if model is None:
             raw = self._raw_model(cutoff)
             platt = None
             if raw.learner is not None:
-                prev_cutoff = cutoff - self.refit_interval_s
                 node, t, label, weight = self._training_rows(cutoff)
-                recent = t >= prev_cutoff
-                if label[recent].sum() >= 30:
-                    prev = self._raw_model(prev_cutoff)
-                    hist = self._history_index()
-                    scores = prev.predict_raw(hist, node[recent], t[recent])
-                    platt = fit_platt(scores, label[recent], weight[recent])
+                hist = self._history_index()
+                parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+                for j in range(1, self.platt_intervals + 1):
+                    lo = cutoff - j * self.refit_interval_s
+                    rows = (t >= lo) & (t < lo + self.refit_interval_s)
+                    if label[rows].sum() == 0:
+                        continue
+                    prev = self._raw_model(lo)
+                    scores = prev.predict_raw(hist, node[rows], t[rows])
+                    parts.append((scores, label[rows], weight[rows]))
+                if parts:
+                    platt = fit_platt(*(np.concatenate(c) for c in zip(*parts, strict=True)))
             model = HazardModel(raw.params, raw.learner, raw.horizon_days, platt)
             self._models[cutoff] = model
         return model
