@@ -22,6 +22,7 @@ class AgentNodeProcess:
 
     def __init__(self, name: str, epmd_port: int, join: list[str], cookie_file: Path) -> None:
         self.name = name
+        self.cookie_file = cookie_file
         self.args = [sys.executable, "-m", "dspex_cluster", "agent-node", "--name", name]
         self.args += ["--cookie-file", str(cookie_file), "--epmd-port", str(epmd_port)]
         for j in join:

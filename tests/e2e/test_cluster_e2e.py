@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from beam_app import collected, start_collector  # noqa: E402
-from e2e_cluster import EX, connect, wait_for  # noqa: E402
+from e2e_cluster import EX, AgentNodeProcess, connect, wait_for  # noqa: E402
+from otp import unique  # noqa: E402
 
 pytestmark = pytest.mark.otp
 
@@ -119,3 +120,41 @@ def test_anomaly_and_prediction_signals_reach_beam_subscribers_and_drain(  # typ
         for b in beams:
             b.eval(f"{DRAIN}:undrain('{sick.name}')")
         watcher.eval("'Elixir.DSPEx.Clustering.AgentPlacement':stop_agent(e2e_svc)")
+
+
+def test_two_python_nodes_the_survivor_takes_over_within_a_second(  # type: ignore[no-untyped-def]
+    beams, agent_node, epmd
+) -> None:
+    beam = beams[0]
+    second = AgentNodeProcess(
+        f"{unique('epy2')}@127.0.0.1", epmd.port, [b.name for b in beams], agent_node.cookie_file
+    )
+    second.start()
+    try:
+        connect(beams, second.name)
+        place(beam, "warm")  # someone answered: that one is asked first from now on
+        preferred = beam.eval(f"maps:get(preferred, {ADVISOR}:stats())")
+        victim = agent_node if preferred == agent_node.name else second
+        survivor = second if victim is agent_node else agent_node
+        beam.eval(PLACER)
+        try:
+            time.sleep(0.5)
+            killed_at = beam.eval("erlang:monotonic_time(millisecond)")
+            victim.kill9()
+            time.sleep(1.5)
+        finally:
+            placed = beam.eval(
+                "e2e_placer ! {stop, self()}, receive {placed, L} -> L after 5000 -> timeout end"
+            )
+        assert placed != "timeout"
+        assert all(r[0] == "ok" for _, r, _ in placed)
+        taken_over = [t for t, _, a in placed if t > killed_at and a == survivor.name]
+        assert taken_over and taken_over[0] - killed_at < 1000
+        # and it stays with the survivor
+        late = [a for t, _, a in placed if t > killed_at + 1000]
+        assert late and all(a == survivor.name for a in late)
+    finally:
+        second.stop()
+        if agent_node.proc is None or agent_node.proc.poll() is not None:
+            agent_node.start()
+            connect(beams, agent_node.name)
