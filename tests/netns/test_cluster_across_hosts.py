@@ -119,8 +119,8 @@ def ip_tuple(address: str) -> tuple[int, ...]:
     return tuple(int(part) for part in address.split("."))
 
 
-class LinkWatcher(Process):
-    """Traps exits and keeps every message with its arrival time."""
+class Recorder(Process):
+    """Traps exits and keeps every message with its arrival time (read from the test thread)."""
 
     trap_exit = True
 
@@ -133,12 +133,36 @@ class LinkWatcher(Process):
             self.events.append((time.monotonic(), message))
 
 
-async def _watch(control: Control, beam2: str, sleeper: Pid) -> LinkWatcher:
-    watcher = LinkWatcher()
+async def _watch(control: Control, beam2: str, sleeper: Pid) -> Recorder:
+    watcher = Recorder()
     pid = await control.node.spawn(watcher)
     control.node.monitor(pid, (Atom("dspex_membership"), Atom(beam2)))
     control.node.link(pid, sleeper)
     return watcher
+
+
+async def _subscribe(control: Control, beam: str, pattern: str) -> Recorder:
+    """A Python process subscribed to `pattern` on `beam`'s signal bus (through its relay)."""
+    recorder = Recorder()
+    pid = await control.node.spawn(recorder)
+    reply = await control.node.rpc(
+        Atom(beam), "Elixir.DSPEx.Clustering", "subscribe", [pattern, pid]
+    )
+    assert reply == "ok"
+    return recorder
+
+
+def membership_signals(recorder: Recorder, observer: str, node: str) -> list[tuple[float, str]]:
+    """(arrival, type) of the cluster.node.* signals `observer`'s membership published on `node`."""
+    found = []
+    for at, message in recorder.events:
+        if message[0] != "signal":
+            continue
+        signal = message[1]
+        source = signal[Atom("source")].decode()
+        if source.startswith(f"dspex://{observer}/") and signal[Atom("data")][Atom("node")] == node:
+            found.append((at, signal[Atom("type")].decode()))
+    return found
 
 
 def test_partition_is_suspected_then_down_then_healed(cluster: Cluster, control: Control) -> None:
@@ -150,6 +174,8 @@ def test_partition_is_suspected_then_down_then_healed(cluster: Cluster, control:
     sleeper = control.rpc(b2, "erlang", "spawn", [Atom("timer"), Atom("sleep"), [Atom("infinity")]])
     watcher = control.run(_watch(control, b2, sleeper))
     assert control.rpc(b2, "erlang", "is_process_alive", [sleeper]) is True
+    # ... and hears beam1's view on the signal bus
+    signals = control.run(_subscribe(control, b1, "cluster.node.*"))
 
     seen: dict[str, float] = {}
     suspect_phi = 0.0
@@ -185,14 +211,26 @@ def test_partition_is_suspected_then_down_then_healed(cluster: Cluster, control:
     wait_for("beam2 up again on beam1", lambda: control.members(b1)[b2]["status"] == "up", 10)
     reconnected = time.monotonic() - healed_from
     assert control.rpc(b2, "erlang", "node", []) == Atom(b2)  # Python reconnects on demand
+
+    # beam1's membership told the cluster: suspect, then down, then up again
+    def told() -> list[tuple[float, str]] | None:
+        types = membership_signals(signals, b1, b2)
+        return types if [t for _, t in types][-3:] == ["cluster.node." + s for s in TOLD] else None
+
+    told_at = {t.rsplit(".", 1)[1]: at - cut for at, t in wait_for("the signals", told, 5)[-3:]}
+    assert told_at["suspect"] < 2.5 and told_at["up"] > healed_from - cut
     print(
-        f"\npartition: suspect after {seen['suspect']:.2f} s (phi {suspect_phi:.1f}), "
-        f"down after {seen['down']:.2f} s, Python DOWN/EXIT after {down_at - cut:.2f}/"
+        f"\npartition: suspect after {seen['suspect']:.2f} s (phi {suspect_phi:.1f}; signal "
+        f"{told_at['suspect']:.2f} s), down after {seen['down']:.2f} s (signal "
+        f"{told_at['down']:.2f} s), Python DOWN/EXIT after {down_at - cut:.2f}/"
         f"{exit_at - cut:.2f} s; reconnected {reconnected:.2f} s after the heal"
     )
 
 
-def watcher_done(watcher: LinkWatcher) -> tuple[float, float] | None:
+TOLD = ("suspect", "down", "up")
+
+
+def watcher_done(watcher: Recorder) -> tuple[float, float] | None:
     """(DOWN time, EXIT time) once both arrived with reason noconnection, else None."""
     down = [t for t, m in watcher.events if m[0] == "DOWN" and m[4] == "noconnection"]
     exits = [t for t, m in watcher.events if m[0] == "EXIT" and m[2] == "noconnection"]
