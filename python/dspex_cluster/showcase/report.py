@@ -48,6 +48,9 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
             f"  phase {label:9s} {s['completed']}/{s['tasks']} done, p50 {s['p50_ms']} ms, "
             f"p90 {s['p90_ms']} ms, p99 {s['p99_ms']} ms, placements {s['placements']}"
         )
+    if len(report.get("rounds", [])) > 2:
+        for i, r in enumerate(report["rounds"]):
+            print(f"    round {i + 1}: {r['phase']:9s} p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
     print(f"  total {report['total_s']} s (startup {report['startup_s']} s)")
     print(f"  written: {out / 'report.json'}, {out / 'report.html'}")
 

@@ -54,6 +54,7 @@ class Timeline:
     """Phase lengths and the workload's shape (seconds unless named otherwise)."""
 
     phase_s: float = 30.0  # learned and fallback phases, each
+    rounds: int = 2  # learned and fallback alternate in this many rounds (same plan per round)
     degrade_phase_s: float = 45.0
     degrade_at_s: float = 5.0  # into the degrade phase
     kill_at_s: float = 30.0  # into the degrade phase
@@ -72,7 +73,12 @@ class Timeline:
     @classmethod
     def quick(cls) -> Timeline:
         return cls(
-            phase_s=6.0, degrade_phase_s=16.0, degrade_at_s=2.0, kill_at_s=11.0, settle_s=15.0
+            phase_s=6.0,
+            rounds=1,
+            degrade_phase_s=16.0,
+            degrade_at_s=2.0,
+            kill_at_s=11.0,
+            settle_s=15.0,
         )
 
     @classmethod
@@ -87,10 +93,12 @@ class Timeline:
         )
 
 
-def make_plan(t: Timeline, duration_s: float, prefix: str) -> list[tuple[int, str, float]]:
-    """`{offset_ms, id, cost_ms}` tasks: Poisson arrivals, log-normal costs; the same seed gives
-    the same arrivals and costs whatever the prefix."""
-    rng = np.random.default_rng(t.seed + int(duration_s * 1000))
+def make_plan(
+    t: Timeline, duration_s: float, prefix: str, round_: int = 0
+) -> list[tuple[int, str, float]]:
+    """`{offset_ms, id, cost_ms}` tasks: Poisson arrivals, log-normal costs; the same duration
+    and round give the same arrivals and costs whatever the prefix."""
+    rng = np.random.default_rng([t.seed, int(duration_s * 1000), round_])
     n = int(rng.poisson(t.rate_per_s * duration_s))
     offsets = np.sort(rng.uniform(0.0, duration_s * 1000.0, n))
     costs = np.clip(rng.lognormal(np.log(t.median_cost_ms), t.cost_sigma, n), 5.0, t.max_cost_ms)
@@ -297,8 +305,9 @@ class Platform:
         duration_s: float,
         learned: bool,
         actions: dict[float, Callable[[], Any]] | None = None,
+        round_: int = 0,
     ) -> PhaseResult:
-        plan = make_plan(self.t, duration_s, label[0].upper())
+        plan = make_plan(self.t, duration_s, f"{label[0].upper()}{round_}", round_)
         opts: list[tuple[Atom, Any]] = [(Atom("advisors"), [PYTHON_ADVISOR] if learned else [])]
         per_ms = self.first.get("iterations_per_ms")
         if per_ms:
@@ -541,8 +550,11 @@ class Platform:
         self.first["iterations_per_ms"] = float(per_ms)
         self.startup_s = time.monotonic() - wall0
         self.log(f"cluster ready in {self.startup_s:.1f} s; CPU burn: {per_ms:.0f} loop/ms")
-        await self.run_phase("learned", self.t.phase_s, learned=True)
-        await self.run_phase("fallback", self.t.phase_s, learned=False)
+        # alternating rounds: a change in the host's load hits both placements alike
+        share = self.t.phase_s / self.t.rounds
+        for r in range(self.t.rounds):
+            await self.run_phase("learned", share, learned=True, round_=r)
+            await self.run_phase("fallback", share, learned=False, round_=r)
         await self.start_services()
         await self.run_phase(
             "degrade",
@@ -556,9 +568,27 @@ class Platform:
         self.total_s = time.monotonic() - wall0
         return self.report()
 
+    def merged(self) -> dict[str, PhaseResult]:
+        """The rounds of each phase as one."""
+        out: dict[str, PhaseResult] = {}
+        for p in self.phases:
+            q = out.get(p.label)
+            out[p.label] = (
+                p
+                if q is None
+                else PhaseResult(
+                    p.label,
+                    q.tasks + p.tasks,
+                    _add(q.placements, p.placements),
+                    _add(q.moves, p.moves),
+                    q.wall_s + p.wall_s,
+                )
+            )
+        return out
+
     def report(self) -> dict[str, Any]:
-        by = {p.label: p for p in self.phases}
-        sums = {p.label: p.summary() for p in self.phases}
+        by = self.merged()
+        sums = {label: p.summary() for label, p in by.items()}
         submitted = sum(s["tasks"] for s in sums.values())
         completed = sum(s["completed"] for s in sums.values())
         m = self.marks
@@ -602,16 +632,21 @@ class Platform:
             "victim": self.victim,
             "marks_s": {k: rel(k) for k in m},
             "phases": sums,
+            "rounds": [{"phase": p.label, **p.summary()} for p in self.phases],
             "timeline": asdict(self.t),
             "events": self.watch.events,
             "samples": self.watch.samples,
-            "latencies_ms": {p.label: [t["latency_ms"] for t in p.tasks] for p in self.phases},
-            "costs_ms": {p.label: [t["cost_ms"] for t in p.tasks] for p in self.phases},
+            "latencies_ms": {k: [t["latency_ms"] for t in p.tasks] for k, p in by.items()},
+            "costs_ms": {k: [t["cost_ms"] for t in p.tasks] for k, p in by.items()},
             "other_anomalies": self.first.get("other_anomalies", []),
             "startup_s": round(getattr(self, "startup_s", 0.0), 1),
             "total_s": round(getattr(self, "total_s", 0.0), 1),
             "machine": machine_facts(),
         }
+
+
+def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
 
 
 def _task(t: dict[Any, Any]) -> dict[str, Any]:
