@@ -13,9 +13,9 @@ independent risks, P = 1 - prod(1 - p_i):
     growth rate: the median of the per-report rates (one step or GC noise is no trend, a steady
     climb is), with the standard error of a median; p = P(the limit is reached within the
     horizon) for a normal rate estimate; expected time to failure = headroom / rate.
-  * **leak** — the node's own footprint (VM `memory.total`, a Python node's RSS) the same way:
-    p = P(it doubles from its latest reading within the horizon), time = doubling time; a
-    steady leak kills a node long before the host's memory share moves.
+  * **leak** — the node's own footprint (VM `memory.total`, a Python node's RSS, in MB) the
+    same way: p = P(it grows by max(itself, `leak_min_mb`) within the horizon); a steady leak
+    kills a node long before the host's memory share moves.
   * **saturation** — work queued for the node's schedulers (run queue >= 2; not the host's CPU,
     which nodes on one host share), a Python node's own process at one full core:
     p = share of recent reports saturated x `saturation_risk`.
@@ -61,7 +61,8 @@ class FailureConfig:
     check_interval_s: float = 0.5
     trend_window: int = 9  # memory readings in the trend (8 rates: a median ignores a step)
     min_trend_points: int = 6
-    saturation_risk: float = 0.3
+    saturation_risk: float = 0.1  # busy is not failing: saturation alone never drains
+    leak_min_mb: float = 100.0  # a leak must add at least this much (or double) in the horizon
     anomaly_risk: float = 0.5
     prior_failures: float = 0.1
     prior_window_s: float = 86_400.0
@@ -88,6 +89,9 @@ class NodeRisk:
         self.prediction: dict[str, Any] = {}
 
 
+MIN_TREND_T = 3.0  # a growth rate this many standard errors above 0 is a trend
+
+
 def _normal_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
@@ -112,7 +116,8 @@ def exhaustion(
 
     The rate is the median of the per-report rates of change, so one step (a node joining, a
     cache filling) or GC noise is not a trend while a steady climb is; its standard error is
-    1.2533 x the rates' robust spread / sqrt(n) (that of a median), the rate taken as normal."""
+    1.2533 x the rates' robust spread / sqrt(n) (that of a median), the rate taken as normal.
+    A rate below MIN_TREND_T standard errors is no established climb: probability 0."""
     t = np.array([p[0] for p in points])
     y = np.array([p[1] for p in points])
     dt = np.diff(t)
@@ -123,6 +128,8 @@ def exhaustion(
     rate = float(np.median(rates))
     spread = 1.4826 * float(np.median(np.abs(rates - rate)))
     se = max(1.2533 * spread / math.sqrt(rates.size), 1e-12)
+    if rate < MIN_TREND_T * se:
+        return 0.0, None  # no established climb: noise or a busy spell, not a trend
     headroom = max(limit - float(y[-1]), 0.0)
     needed = headroom / horizon  # the rate that reaches the limit right at the horizon
     p = _normal_sf((needed - rate) / se)
@@ -130,13 +137,15 @@ def exhaustion(
     return p, ttf
 
 
-def growth(points: deque[tuple[float, float]], horizon: float) -> tuple[float, float | None]:
-    """A leak: (P(the footprint doubles from now within horizon), seconds to double)."""
+def growth(
+    points: deque[tuple[float, float]], horizon: float, min_growth: float
+) -> tuple[float, float | None]:
+    """A leak: (P(the footprint grows by max(itself, min_growth) within horizon), seconds
+    until it has). Footprints in MB."""
     last = points[-1][1]
     if last <= 0:
         return 0.0, None
-    scaled = deque((t, v / last) for t, v in points)  # relative to the latest reading
-    return exhaustion(scaled, horizon, limit=2.0)
+    return exhaustion(points, horizon, limit=last + max(last, min_growth))
 
 
 class FailurePredictor(Agent):
@@ -195,7 +204,8 @@ class FailurePredictor(Agent):
         mem = memory_share(data)
         if mem is not None:
             r.memory.append((now, mem))
-        own = dig(data, "memory", "total") or number(data.get("process_rss_mb"))
+        vm = dig(data, "memory", "total")
+        own = vm / 1_048_576 if vm is not None else number(data.get("process_rss_mb"))
         if own is not None:
             r.footprint.append((now, own))
         # saturation: work waiting for a scheduler on a BEAM node (the host's CPU is shared
@@ -263,7 +273,7 @@ class FailurePredictor(Agent):
         else:
             reasons["memory"] = 0.0
         if len(r.footprint) >= c.min_trend_points:
-            reasons["leak"], doubling = growth(r.footprint, c.horizon_s)
+            reasons["leak"], doubling = growth(r.footprint, c.horizon_s, c.leak_min_mb)
             if doubling is not None and (ttf is None or doubling < ttf):
                 ttf = doubling
         else:

@@ -7,7 +7,8 @@ Requests (GenServer calls; `Node` is an atom, maps may have atom or binary keys)
         Candidates: the BEAM nodes (Python nodes only when `kinds` includes `python`) whose
         status (from `cluster.node.*`) is `up` and which are not drained, with their latest
         `cluster.load.report` when it is fresh (5 report intervals) — a late report counts as
-        unknown load, as on the BEAM; reports stopped for `stale_limit_s` drop the node.
+        unknown load, as on the BEAM; reports stopped for `stale_limit_s` drop the node. When
+        only drained nodes would do, they are used rather than refusing the work.
         Constraints (keyword
         list or map) filter exactly as `DSPEx.Clustering.PlacementScore.filter/2`:
         exclude_nodes, nodes, kinds, min_memory_mb, capabilities, max_cpu, max_agents;
@@ -41,9 +42,12 @@ Requests (GenServer calls; `Node` is an atom, maps may have atom or binary keys)
 
 Model: `PlacementModel` (per-node speed learned from outcomes, choice by predicted completion)
 over the candidates; a node's queue is our placements without an outcome yet plus its busy
-share (`scheduler_utilization` when reported, else `cpu`) times its `capacity` (default 1).
+share (`scheduler_utilization` when reported, else `cpu`) times its `capacity` (the report's
+`capacity`, else its scheduler count from `cluster.health.data`, else 1). When every candidate
+is suspected (`cluster.node.suspect`), suspected nodes are considered rather than none.
 
-Signals consumed: `cluster.load.report`, `cluster.node.*`, `cluster.failure.predicted`
+Signals consumed: `cluster.load.report`, `cluster.health.data` (scheduler count),
+`cluster.node.*`, `cluster.failure.predicted`
 (probability >= drain_probability drains the node, < undrain_probability undrains it).
 Published: `cluster.rebalance.request` with data `%{nodes: [Node], reason: overload |
 predicted_failure, plan: [%{from: Node, to: Node, agents: N, reason: ...}]}` when a node's load
@@ -116,6 +120,7 @@ class LoadBalancer(Agent):
         self.outcomes: deque[tuple[float, Atom, float]] = deque(maxlen=5000)  # (t, node, ms)
         self.decision_ms: deque[float] = deque(maxlen=5000)
         self.history: dict[Atom, deque[float]] = {}
+        self.schedulers: dict[Atom, float] = {}  # parallel slots per node (health data)
         self._forecaster = LoadForecaster(8)
         self._fresh_cpu: dict[Atom, float] = {}
         self._hot: dict[Atom, int] = {}
@@ -129,6 +134,7 @@ class LoadBalancer(Agent):
             ("cluster.load.report", self.on_load_report),
             ("cluster.node.*", self.on_membership),
             ("cluster.failure.predicted", self.on_prediction),
+            ("cluster.health.data", self.on_health),
         ]
 
     def sensors(self) -> list[Sensor]:
@@ -184,16 +190,20 @@ class LoadBalancer(Agent):
         c = merged_constraints(agent_spec, constraints)
         now = time.monotonic()
         ttl, limit = self.config.report_ttl_factor, self.config.stale_limit_s
-        candidates = []
+        candidates, drained = [], []
         for s in self.view.nodes.values():
-            if s.node in self.drained:
-                continue
             if s.fresh(now, ttl):
-                candidates.append(s.candidate())
+                x = s.candidate()
             elif s.reported_at is None or now - s.reported_at <= limit:
                 # a late report means unknown load (as on the BEAM), not an absent node
-                candidates.append({"node": s.node, "kind": s.kind, "status": s.status})
+                x = {"node": s.node, "kind": s.kind, "status": s.status}
+            else:
+                continue
+            (drained if s.node in self.drained else candidates).append(x)
         result = self._decide(agent_spec, c, candidates)
+        if result == NO_SUITABLE and drained:
+            # draining never makes the cluster refuse work: when only drained nodes are left
+            result = self._decide(agent_spec, c, drained)
         self.decision_ms.append((time.perf_counter() - started) * 1000.0)
         return result
 
@@ -211,7 +221,12 @@ class LoadBalancer(Agent):
         # Python nodes host no BEAM agents: only when `kinds` asks for them
         python_ok = "python" in atom_list(c.get("kinds"))
         ok = compile_filter(c)
-        eligible_ = [x for x in candidates if ok(x) and (python_ok or x.get("kind") != "python")]
+        kind_ok = [x for x in candidates if python_ok or x.get("kind") != "python"]
+        eligible_ = [x for x in kind_ok if ok(x)]
+        if not any(x.get("status") == "up" for x in kind_ok):
+            # every node is suspected (phi flaps on an overloaded host): better a suspected
+            # node than none; the BEAM front, judging by its own view, would place too
+            eligible_ = [x for x in kind_ok if x.get("status") == "suspect" and ok(_as_up(x))]
         if not eligible_:
             return NO_SUITABLE
         work = number(as_mapping(agent_spec).get("work")) or number(c.get("work")) or 1.0
@@ -222,7 +237,7 @@ class LoadBalancer(Agent):
         mask = np.zeros(n, dtype=bool)
         now = time.monotonic()
         for row, x in zip(rows, eligible_, strict=True):
-            capacity = number(x.get("capacity"), 1.0) or 1.0
+            capacity = number(x.get("capacity")) or self.schedulers.get(x["node"], 1.0)
             cpu = min(max(number(x.get("cpu"), 0.0) or 0.0, 0.0), 1.0)
             # the node's own schedulers when reported: nodes on one host share its CPU figure
             busy = number(x.get("scheduler_utilization"))
@@ -293,6 +308,13 @@ class LoadBalancer(Agent):
             cpu = number(state.load.get("cpu"))
             if cpu is not None:
                 self._fresh_cpu[state.node] = cpu
+
+    def on_health(self, signal: Signal) -> None:
+        """A BEAM node's scheduler count (its parallel slots) from its health data."""
+        node = signal.get("node")
+        per = as_mapping(signal.get("scheduler_utilization")).get("per_scheduler")
+        if isinstance(node, Atom) and isinstance(per, list) and per:
+            self.schedulers[node] = float(len(per))
 
     def on_membership(self, signal: Signal) -> None:
         changed = self.view.on_membership(signal)
@@ -431,3 +453,7 @@ def _split(total: int, parts: int) -> list[int]:
     """`total` as evenly as possible over `parts` (earlier parts get the remainder)."""
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _as_up(candidate: dict[str, Any]) -> dict[str, Any]:
+    return {**candidate, "status": Atom("up")}
