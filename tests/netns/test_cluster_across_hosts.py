@@ -1,7 +1,8 @@
 """A Python node and two BEAM nodes on three hosts (network namespaces on one bridge).
 
 Host 0 runs the CLI Python node (and the test's control node), hosts 1 and 2 one BEAM node each,
-started by the launcher with the EPMD strategy and only the *other* host's address in `--hosts`.
+started by the launcher with the EPMD strategy and the *other* hosts' addresses in `--hosts` (no
+node names): each finds the other BEAM node, and the Python nodes, in the epmds there.
 The partition test cuts host 2 off the bridge and puts it back.
 """
 
@@ -48,8 +49,8 @@ def cluster(
         py_proc,
     ):
         specs: list[tuple[Host, str, list[str]]] = [
-            (host1, f"beam1{token}", ["--discovery", "epmd", "--hosts", host2.address]),
-            (host2, f"beam2{token}", ["--discovery", "epmd", "--hosts", host1.address]),
+            (host1, f"beam1{token}", ["--discovery", "epmd", "--hosts", hosts(py_host, host2)]),
+            (host2, f"beam2{token}", ["--discovery", "epmd", "--hosts", hosts(py_host, host1)]),
         ]
         with launch_nodes(control, specs, logs) as (beam1, beam2):
             yield Cluster(py_name, py_proc, beam1, beam2, py_host, host2)
@@ -67,21 +68,23 @@ def test_epmd_discovery_finds_the_other_host(cluster: Cluster, control: Control)
     wait_for("beam2 up in beam1's membership", lambda: member_up(b1, b2), 10)
     wait_for("beam1 up in beam2's membership", lambda: member_up(b2, b1), 10)
 
-    # The EPMD strategy itself found the node: it asked the other host's epmd for its names
-    # (the one name there). A poll made before the other node registered found none: wait for
-    # the next one (every 2 s).
-    def epmd_found_one(observer: str) -> dict[Any, Any] | None:
+    # The EPMD strategy itself found the nodes: it asked the other hosts' epmds for their names
+    # (the BEAM node there; the CLI and control Python nodes on host 0). A poll made before the
+    # other BEAM node registered found fewer: wait for the next one (every 2 s).
+    def epmd_found_all(observer: str) -> dict[Any, Any] | None:
         topology = control.rpc(observer, "Elixir.DSPEx.Clustering.NodeDiscovery", "topology", [])
         strategies = {str(k[1]): v for k, v in topology[Atom("strategies")].items()}
-        found = strategies[EPMD_STRATEGY][Atom("last")] == (Atom("ok"), 1)
+        found = strategies[EPMD_STRATEGY][Atom("last")] == (Atom("ok"), 3)
         return topology if found else None
 
     found_by_epmd = []
     for observer, other in ((b1, b2), (b2, b1)):
-        topology = wait_for(f"{observer}'s EPMD strategy", partial(epmd_found_one, observer), 6)
-        member = topology[Atom("members")][Atom(other)]
-        assert member[Atom("status")] == "member"
-        found_by_epmd += [str(k[1]) for k in member[Atom("discovered_by")]]
+        topology = wait_for(f"{observer}'s EPMD strategy", partial(epmd_found_all, observer), 6)
+        members = topology[Atom("members")]
+        assert members[Atom(other)][Atom("status")] == "member"
+        found_by_epmd += [str(k[1]) for k in members[Atom(other)][Atom("discovered_by")]]
+        # the Python node was dialled by discovery too: accepted as unmanaged (no agent there)
+        assert members[Atom(cluster.py_name)][Atom("status")] == "unmanaged"
     # whichever side dialled first, at least one side joined the other through the strategy
     assert EPMD_STRATEGY in found_by_epmd
 
@@ -113,6 +116,11 @@ def test_calls_both_ways_across_hosts(cluster: Cluster, control: Control) -> Non
         return m is not None and m["kind"] == "python" and m["status"] == "up"
 
     wait_for("the Python node listed as :python on beam1", python_member, 5)
+
+
+def hosts(*chosen: Host) -> str:
+    """A `--hosts` value."""
+    return ",".join(host.address for host in chosen)
 
 
 def ip_tuple(address: str) -> tuple[int, ...]:
