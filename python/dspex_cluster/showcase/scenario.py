@@ -78,7 +78,7 @@ class Timeline:
             degrade_phase_s=16.0,
             degrade_at_s=2.0,
             kill_at_s=11.0,
-            settle_s=15.0,
+            settle_s=25.0,
         )
 
     @classmethod
