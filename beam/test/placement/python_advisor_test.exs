@@ -116,6 +116,22 @@ defmodule DSPEx.Clustering.PythonAdvisorTest do
     refute peer.node in PythonAdvisor.agent_nodes()
   end
 
+  test "a Python node connected only to another BEAM node is dialled and then asked" do
+    beam = PeerNode.start("mesh_beam", discovery: [])
+    on_exit(fn -> PeerNode.stop(beam) end)
+    py = python_stand_in("py_far", :first)
+    # now only the other BEAM node is connected to it
+    true = :erpc.call(beam.node, Node, :connect, [py])
+    PeerNode.eventually(fn -> py in :erpc.call(beam.node, PythonAdvisor, :agent_nodes, []) end)
+    Node.disconnect(py)
+    PeerNode.eventually(fn -> py not in Node.list(:hidden) end)
+
+    # within a mesh round (2 s) this node dials it again and may ask it
+    PeerNode.eventually(fn -> py in PythonAdvisor.agent_nodes() end, 6_000)
+    assert {:ok, _} = Clustering.place(%{id: :far_1}, kinds: [:beam])
+    assert PythonAdvisor.take_advisor(:far_1) == py
+  end
+
   test "no_advice from Python: the heuristic decides" do
     py = python_stand_in("py_none", :no_advice)
     me = node()

@@ -17,7 +17,12 @@ defmodule DSPEx.Clustering.PythonAdvisor do
     4. when none answers in time the answer is `:no_advice` and `LoadBalancer` falls back
        to its own score: callers never see the error.
 
-  This process (registered `:dspex_python_advisor`) only owns the ETS table: back-offs,
+  Hidden nodes do not mesh: a Python node that joined another BEAM node is not connected to
+  this one. So every `@mesh_ms` this process asks the other BEAM members for the Python nodes
+  they see up and dials those it is not connected to — any live Python node in the cluster
+  can advise this node's placements.
+
+  This process (registered `:dspex_python_advisor`) owns the ETS table: back-offs,
   counters (`stats/0`) and which Python node advised each placed spec `id`
   (`take_advisor/1`), so completed tasks can be reported to the model that placed them.
   """
@@ -33,6 +38,7 @@ defmodule DSPEx.Clustering.PythonAdvisor do
   @noproc_backoff_ms 30_000
   @remember_ms 600_000
   @sweep_ms 60_000
+  @mesh_ms 2_000
   # keys of a map spec worth sending (a start MFA with pids is not)
   @spec_keys [:id, :name, :work, :constraints, :kind]
   @local_keys [:advisors, :weights, :budget_ms]
@@ -44,11 +50,19 @@ defmodule DSPEx.Clustering.PythonAdvisor do
   def init(_opts) do
     :ets.new(@table, [:named_table, :public, write_concurrency: true, read_concurrency: true])
     Process.send_after(self(), :sweep, @sweep_ms)
+    Process.send_after(self(), :mesh, @mesh_ms)
     {:ok, %{}}
   end
 
-  # advisors of placements nobody asked about (agents that never finish) are forgotten
   @impl GenServer
+  def handle_info(:mesh, state) do
+    # off this process: a dial may take a while
+    spawn(&dial_python_nodes/0)
+    Process.send_after(self(), :mesh, @mesh_ms)
+    {:noreply, state}
+  end
+
+  # advisors of placements nobody asked about (agents that never finish) are forgotten
   def handle_info(:sweep, state) do
     old = now() - @remember_ms
     :ets.select_delete(@table, [{{{:advised, :_}, :_, :"$1"}, [{:<, :"$1", old}], [true]}])
@@ -110,6 +124,25 @@ defmodule DSPEx.Clustering.PythonAdvisor do
     else
       %{}
     end
+  end
+
+  @doc "Dials the Python nodes other BEAM members see up and this node is not connected to."
+  @spec dial_python_nodes() :: [node()]
+  def dial_python_nodes do
+    connected = MapSet.new(Node.list(:connected))
+
+    Node.list(:visible)
+    |> :erpc.multicall(DSPEx.Clustering, :members, [], 1_000)
+    |> Enum.flat_map(fn
+      {:ok, members} when is_list(members) ->
+        for %{kind: :python, status: :up, node: n} <- members, do: n
+
+      _ ->
+        []
+    end)
+    |> Enum.uniq()
+    |> Enum.reject(&(&1 == node() or MapSet.member?(connected, &1)))
+    |> Enum.filter(&Node.connect/1)
   end
 
   # -- asking ---------------------------------------------------------------------------------
