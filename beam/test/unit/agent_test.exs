@@ -72,4 +72,17 @@ defmodule DSPEx.Clustering.AgentTest do
   after
     SignalBus.unsubscribe("test.agent.ticked")
   end
+
+  test "an unknown request is answered with an error and the agent keeps its state" do
+    {:ok, pid} = Counter.start_link(test: self())
+    assert {:ok, {4, :none}} = Agent.cmd(pid, :add, %{by: 4})
+
+    ExUnit.CaptureLog.capture_log(fn ->
+      assert {:error, {:unknown_request, :members}} = GenServer.call(pid, :members)
+    end)
+
+    assert Process.alive?(pid)
+    assert Agent.state(pid).count == 4
+    GenServer.stop(pid)
+  end
 end

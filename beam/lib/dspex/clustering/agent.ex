@@ -96,6 +96,7 @@ defmodule DSPEx.Clustering.Agent do
   # -- GenServer side --------------------------------------------------------------------------
 
   use GenServer
+  require Logger
 
   @impl GenServer
   def init({module, opts}) do
@@ -129,6 +130,16 @@ defmodule DSPEx.Clustering.Agent do
   end
 
   def handle_call(:state, _from, {module, state}), do: {:reply, state, {module, state}}
+
+  # A request the agent does not know is answered, never a crash: a remote caller's typo must not
+  # cost the agent its state.
+  def handle_call(request, {caller, _tag}, {module, state}) do
+    Logger.warning(
+      "#{inspect(module)}: unknown request #{inspect(request, limit: 10)} from #{inspect(caller)}"
+    )
+
+    {:reply, {:error, {:unknown_request, request}}, {module, state}}
+  end
 
   @impl GenServer
   def handle_info({:"$agent_sense", name, ms}, {module, state}) do
