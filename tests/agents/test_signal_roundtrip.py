@@ -157,7 +157,7 @@ _data = st.recursive(
     scope=st.sampled_from(SCOPES),
     extensions=st.dictionaries(
         st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=20).filter(
-            lambda k: k not in CORE
+            lambda k: k not in CORE and k not in ("priority", "scope")
         ),
         st.integers(),
         max_size=3,
