@@ -186,4 +186,21 @@ defmodule DSPEx.Clustering.Discovery.GossipDiscoveryTest do
 
     assert gossip_state(pa).port != gossip_state(pb).port
   end
+
+  test "a heartbeat that cannot be sent is logged, at most once a minute" do
+    port = Support.free_udp_port()
+    # A broadcast address without the broadcast option: every send fails with eacces.
+    opts = [mode: :unicast, port: port..port, peers: [{255, 255, 255, 255}], secret: "s"]
+    {:ok, state} = Gossip.init(opts)
+
+    first =
+      ExUnit.CaptureLog.capture_log(fn -> send(self(), {:state, Gossip.discover(state)}) end)
+
+    assert first =~ "gossip: heartbeat not sent"
+    assert_received {:state, {:ok, [], state}}
+
+    again = ExUnit.CaptureLog.capture_log(fn -> Gossip.discover(state) end)
+    refute again =~ "heartbeat not sent"
+    Gossip.terminate(state)
+  end
 end

@@ -172,8 +172,29 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
   defp send_heartbeat(state) do
     ts = max(System.os_time(:microsecond), state.last_sent_us + 1)
     packet = encode(node(), ts, state.key)
-    Enum.each(targets(state), fn {ip, port} -> :gen_udp.send(state.socket, ip, port, packet) end)
-    %{state | last_sent_us: ts}
+
+    failures =
+      for {ip, port} <- targets(state),
+          {:error, why} <- [:gen_udp.send(state.socket, ip, port, packet)],
+          do: {ip, port, why}
+
+    %{warn_send_failures(state, failures) | last_sent_us: ts}
+  end
+
+  # A heartbeat nobody can receive (no route to the group, say) would make discovery find
+  # nothing in silence: say so, at most once a minute.
+  @send_warning_every_ms 60_000
+  defp warn_send_failures(state, []), do: state
+
+  defp warn_send_failures(state, failures) do
+    last = Map.get(state, :send_warned_ms)
+
+    if last == nil or now_ms() - last >= @send_warning_every_ms do
+      Logger.warning("gossip: heartbeat not sent to #{inspect(failures)}")
+      Map.put(state, :send_warned_ms, now_ms())
+    else
+      state
+    end
   end
 
   defp targets(%{mode: :multicast} = s), do: [{s.group, s.port} | unicast_targets(s)]
