@@ -196,9 +196,12 @@ class Signal:
         values: dict[str, Any] = {}
         extensions: dict[str, Any] = {}
         for key, value in term.items():
-            if not isinstance(key, Atom):
+            if key is True or key is False or key is None:  # the atoms true, false, nil
+                name = {True: "true", False: "false", None: "nil"}[key]
+            elif isinstance(key, Atom):
+                name = str(key)
+            else:
                 raise InvalidSignal("extensions", f"attribute names must be atoms, got {key!r}")
-            name = str(key)
             if name in CORE or name in ("priority", "scope"):
                 values[name] = value
             else:
