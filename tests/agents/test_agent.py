@@ -19,6 +19,7 @@ from dspex_cluster.agents import (
     ClusterBus,
     FunctionSensor,
     HostVitalsSensor,
+    NodeEventSensor,
     Skill,
 )
 from dspex_cluster.agents.skill import Route
@@ -162,12 +163,15 @@ async def test_resubscribes_when_the_beam_node_comes_back(epmd) -> None:  # type
     bus.start()
     try:
         skill = PingSkill()
-        await py.spawn(Agent("reborn", bus=bus, skills=[skill]), name="reborn")
+        watcher = Watcher("reborn", bus=bus, skills=[skill], sensors=[NodeEventSensor()])
+        await py.spawn(watcher, name="reborn")
         assert await bus.wait_relay() == first.name
         first.stop()
         await eventually(lambda: _no_relay(bus))
+        await eventually(lambda: _saw(watcher, "nodedown", first.name))  # event-driven sensor
         second = start_app_node(epmd.port, COOKIE, name=name)
         assert await bus.wait_relay(15) == second.name  # same name, a new node
+        assert await _saw(watcher, "nodeup", second.name)
         await beval(
             second,
             "{ok, _} = 'Elixir.DSPEx.Clustering':publish("
@@ -180,6 +184,20 @@ async def test_resubscribes_when_the_beam_node_comes_back(epmd) -> None:  # type
         first.stop()
         if second is not None:
             second.stop()
+
+
+class Watcher(Agent):
+    """Keeps the events nobody routed (nodeup/nodedown from NodeEventSensor)."""
+
+    def setup(self) -> None:
+        self.events: list[Any] = []
+
+    async def handle_event(self, message: Any) -> None:
+        self.events.append(message)
+
+
+async def _saw(agent: Watcher, tag: str, node: str) -> bool:
+    return any(e[0] == tag and e[1] == node for e in agent.events if isinstance(e, tuple))
 
 
 async def _no_relay(bus: ClusterBus) -> bool:
