@@ -171,7 +171,7 @@ async def test_resubscribes_when_the_beam_node_comes_back(epmd) -> None:  # type
         await eventually(lambda: _saw(watcher, "nodedown", first.name))  # event-driven sensor
         second = start_app_node(epmd.port, COOKIE, name=name)
         assert await bus.wait_relay(15) == second.name  # same name, a new node
-        assert await _saw(watcher, "nodeup", second.name)
+        await eventually(lambda: _saw(watcher, "nodeup", second.name))
         await beval(
             second,
             "{ok, _} = 'Elixir.DSPEx.Clustering':publish("
