@@ -38,6 +38,10 @@ from dspex_cluster.skills.failure_lanl import DAY_S, load_lanl, node_day_grid, r
 from dspex_cluster.skills.failure_model import apply_platt, fit_hazard_model, fit_platt
 
 REPO = Path(__file__).resolve().parent.parent
+# reliability-plot bin edges as fractions of the rows sorted by predicted probability
+RELIABILITY_FRACTIONS = np.array(
+    [0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.96, 0.98, 0.99, 0.995, 0.998, 0.999, 1.0]
+)
 
 
 def shared_data() -> Path:
@@ -281,9 +285,10 @@ def plot(path: Path, entries: dict, y: np.ndarray, results: dict) -> None:
         score, prob = entries[name]
         fpr, tpr = roc_points(score, y)
         ax1.plot(fpr, tpr, label=f"{name}  AUC {results[name]['auc']:.3f}")
-        # reliability: equal-count bins of predicted probability
+        # reliability: bins of sorted predictions, finer towards the risky top
         order = np.argsort(prob, kind="stable")
-        chunks = np.array_split(order, 20)
+        cuts = (RELIABILITY_FRACTIONS * order.size).astype(int)
+        chunks = [order[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
         pm = [prob[c].mean() for c in chunks]
         om = [y[c].mean() for c in chunks]
         ax2.plot(pm, om, "o-", ms=3, label=f"{name}  Brier {results[name]['brier']:.5f}")
@@ -303,7 +308,7 @@ def plot(path: Path, entries: dict, y: np.ndarray, results: dict) -> None:
         ylim=lim,
         xlabel="predicted probability",
         ylabel="observed frequency",
-        title="Reliability (20 equal-count bins)",
+        title="Reliability (bins of sorted predictions)",
     )
     ax2.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
