@@ -52,6 +52,8 @@ def test_probability_range_and_decreasing_hazard(learner: str) -> None:
     soon = fp.predict(node, last + 600.0)
     later = fp.predict(node, last + 60 * DAY)
     assert 0.0 <= later < soon <= 1.0
+    # the failure itself raises the risk: just before it vs just after it
+    assert fp.predict(node, last - 600.0) < soon
     ps = fp.predict_many(list(failures), T0 + 700 * DAY)
     assert np.all((ps >= 0) & (ps <= 1))
     # mean residual life grows with the time since the last failure when the hazard decreases
