@@ -59,6 +59,9 @@ async def test_agents_registered_and_exposed(beams: list[ErlNode], agents: Agent
         Atom("dspex_failure_predictor"),
         Atom("dspex_performance"),
     ]
+    for fun in ("stats", "predictions", "scores", "report"):
+        got = await beval(beams[1], f"erpc:call('{agents.node.name}', dspex_agents, {fun}, [])")
+        assert isinstance(got, dict), (fun, got)
     state = await beval(beams[0], call(agents, "dspex_health_monitor", "state"))
     assert state[Atom("name")] == "dspex_health_monitor"
     assert b"cluster.health.data" in state[Atom("routes")]
