@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from dspex_cluster.agents.action import Action, ActionError
@@ -204,7 +203,6 @@ class Agent(GenServer):
             log.info("%s: dropped a malformed signal: %s", self.name, err)
             return
         self.signals_in += 1
-        self.last_signal_at = time.monotonic()
         for pattern, handler in self._routes:
             if pattern_matches(pattern, signal.type):
                 try:
@@ -235,6 +233,3 @@ def _flat(lists: Iterable[list[Any]]) -> list[Any]:
 async def _maybe_await(value: Awaitable[None] | None) -> None:
     if inspect.isawaitable(value):
         await value
-
-
-Handler = Callable[[Signal], Awaitable[None] | None]
