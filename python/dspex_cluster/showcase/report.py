@@ -48,6 +48,14 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
             f"  phase {label:9s} {s['completed']}/{s['tasks']} done, p50 {s['p50_ms']} ms, "
             f"p90 {s['p90_ms']} ms, p99 {s['p99_ms']} ms, placements {s['placements']}"
         )
+    if report.get("advisor"):
+        a, m = report["advisor"], report.get("model", {})
+        print(
+            f"  placements advised by Python: {a['advised']}, heuristic fallbacks: "
+            f"{a['no_advice']} (timeouts {a['timeouts']}); model decision p50 "
+            f"{m.get('decision_ms_p50')} ms, p99 {m.get('decision_ms_p99')} ms, "
+            f"{m.get('outcomes')} outcomes learned"
+        )
     if len(report.get("rounds", [])) > 2:
         for i, r in enumerate(report["rounds"]):
             print(f"    round {i + 1}: {r['phase']:9s} p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")

@@ -565,8 +565,23 @@ class Platform:
         await self.stop_services()
         await asyncio.sleep(0.5)
         self._scan_signals()
+        await self._placement_stats()
         self.total_s = time.monotonic() - wall0
         return self.report()
+
+    async def _placement_stats(self) -> None:
+        """How the placements were decided: the advisor's counters on b1, the model's own
+        decision time (inside the Python agent)."""
+        with contextlib.suppress(Exception):
+            a = await self.rpc(self.beams[0], f"{EX}.PythonAdvisor", "stats", [], timeout=2)
+            keys = ("advised", "no_advice", "timeouts", "failed_calls")
+            self.first["advisor"] = {k: int(a.get(Atom(k), 0)) for k in keys}
+        with contextlib.suppress(Exception):
+            st = await self.agent_call("dspex_load_balancer", Atom("stats"))
+            self.first["model"] = {
+                k: st.get(Atom(k))
+                for k in ("placements", "outcomes", "decision_ms_p50", "decision_ms_p99")
+            }
 
     def merged(self) -> dict[str, PhaseResult]:
         """The rounds of each phase as one."""
@@ -628,6 +643,8 @@ class Platform:
             "replaced_after_drain": degrade.moves.get("predicted_failure", 0) if degrade else 0,
             "replaced_after_kill": degrade.moves.get("node_down", 0) if degrade else 0,
             "services_moved": self.moved_services,
+            "advisor": self.first.get("advisor", {}),
+            "model": self.first.get("model", {}),
             "false_drains": [f"{n} at {t:.1f} s" for t, n in self.false_drains],
             "victim": self.victim,
             "marks_s": {k: rel(k) for k in m},
