@@ -16,3 +16,11 @@ PYTHON_AGENT_NAMES = (LOAD_BALANCER, HEALTH_MONITOR, FAILURE_PREDICTOR, PERFORMA
 SIGNAL_BUS = "dspex_signal_bus"  # also the :pg scope name
 MEMBERSHIP = "dspex_membership"
 BEAM_NAMES = (SIGNAL_BUS, MEMBERSHIP)
+# Registered on every BEAM node: holds the signal subscriptions of processes on other nodes.
+SIGNAL_RELAY = "dspex_signal_relay"
+
+# The BEAM module Python calls over :erpc to publish a signal and read the members.
+CLUSTERING_MODULE = "Elixir.DSPEx.Clustering"
+
+# The module a Python agent node exposes to :erpc/:rpc (see dspex_cluster.cluster.node).
+EXPOSED_MODULE = "dspex_agents"

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
-from dspex_cluster.agents import names
+from dspex_cluster import names
 from dspex_cluster.dist import flags as F
 from dspex_cluster.etf import Atom, Pid
 from dspex_cluster.runtime import Node

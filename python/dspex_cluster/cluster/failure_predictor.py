@@ -46,10 +46,10 @@ import numpy as np
 
 from dspex_cluster import signals
 from dspex_cluster.agents import Action, Agent, FunctionSensor, Param, Sensor
-from dspex_cluster.agents.names import CLUSTERING_MODULE, FAILURE_PREDICTOR
 from dspex_cluster.agents.skill import Route
 from dspex_cluster.cluster.terms import as_mapping, dig, number
 from dspex_cluster.etf import Atom
+from dspex_cluster.names import CLUSTERING_MODULE, FAILURE_PREDICTOR
 from dspex_cluster.runtime import Caller
 from dspex_cluster.signals import Signal
 from dspex_cluster.skills.failure import PhiAccrualDetector

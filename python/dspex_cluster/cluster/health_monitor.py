@@ -37,10 +37,10 @@ import numpy as np
 
 from dspex_cluster import signals
 from dspex_cluster.agents import Action, Agent, Param
-from dspex_cluster.agents.names import HEALTH_MONITOR
 from dspex_cluster.agents.skill import Route, Skill
 from dspex_cluster.cluster.terms import as_mapping, number
 from dspex_cluster.etf import Atom
+from dspex_cluster.names import HEALTH_MONITOR
 from dspex_cluster.runtime import Caller
 from dspex_cluster.signals import Signal
 from dspex_cluster.skills.anomaly import AnomalyDetector

@@ -67,7 +67,6 @@ import numpy as np
 
 from dspex_cluster import signals
 from dspex_cluster.agents import Action, Agent, FunctionSensor, Param, Sensor
-from dspex_cluster.agents.names import CLUSTERING_MODULE, LOAD_BALANCER
 from dspex_cluster.agents.skill import Route
 from dspex_cluster.cluster.constraints import (
     capability_match,
@@ -77,6 +76,7 @@ from dspex_cluster.cluster.constraints import (
 from dspex_cluster.cluster.terms import as_mapping, atom_list, number
 from dspex_cluster.cluster.view import ClusterView
 from dspex_cluster.etf import Atom
+from dspex_cluster.names import CLUSTERING_MODULE, LOAD_BALANCER
 from dspex_cluster.runtime import Caller
 from dspex_cluster.signals import Signal
 from dspex_cluster.skills.forecast import LoadForecaster

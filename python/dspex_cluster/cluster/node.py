@@ -23,12 +23,12 @@ import os
 from dataclasses import dataclass, field
 
 from dspex_cluster.agents import ClusterBus, HostVitalsSensor
-from dspex_cluster.agents.names import EXPOSED_MODULE, PYTHON_AGENTS
 from dspex_cluster.cluster.failure_predictor import FailureConfig, FailurePredictor
 from dspex_cluster.cluster.health_monitor import HealthMonitor, HealthPolicy
 from dspex_cluster.cluster.load_balancer import LoadBalancer, LoadBalancerConfig
 from dspex_cluster.cluster.performance import PerformanceAgent, PerformanceConfig
 from dspex_cluster.etf import Atom
+from dspex_cluster.names import EXPOSED_MODULE, PYTHON_AGENT_NAMES
 from dspex_cluster.runtime import Node
 
 log = logging.getLogger("dspex_cluster.cluster")
@@ -119,7 +119,7 @@ async def run_agent_node(
         epmd_port=epmd_port,
         settings=settings,
     )
-    log.info("agent node %s up: %s; joining %s", name, ", ".join(PYTHON_AGENTS), join or "-")
+    log.info("agent node %s up: %s; joining %s", name, ", ".join(PYTHON_AGENT_NAMES), join or "-")
     if ready is not None:
         ready.set()
     try:
@@ -130,7 +130,7 @@ async def run_agent_node(
 
 def _expose(a: AgentNode) -> None:
     def names() -> list[Atom]:
-        return [Atom(n) for n in PYTHON_AGENTS]
+        return [Atom(n) for n in PYTHON_AGENT_NAMES]
 
     a.node.expose(
         EXPOSED_MODULE,

@@ -26,10 +26,10 @@ import numpy as np
 
 from dspex_cluster import signals
 from dspex_cluster.agents import Action, Agent, FunctionSensor, Sensor
-from dspex_cluster.agents.names import PERFORMANCE
 from dspex_cluster.agents.skill import Route
 from dspex_cluster.cluster.terms import as_mapping, dig, number
 from dspex_cluster.etf import Atom
+from dspex_cluster.names import PERFORMANCE
 from dspex_cluster.runtime import Caller
 from dspex_cluster.signals import Signal, parse_time
 
