@@ -134,7 +134,11 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str]]:
                 series = until_kill(series)
             ax.plot(t, series, style, label=f"anomaly {node}")
     ax.plot(
-        t, [s["p_fail"].get(victim, np.nan) for s in samples], "k-", lw=2, label=f"P(fail) {victim}"
+        t,
+        until_kill([s["p_fail"].get(victim, np.nan) for s in samples]),
+        "k-",
+        lw=2,
+        label=f"P(fail) {victim}",
     )
     for key, color in (
         ("degrade", "orange"),
