@@ -53,6 +53,35 @@ def test_close_to_exact_normal_tail() -> None:
         assert phi_from_stats(1.0 + 0.1 * y, 1.0, 0.1) == pytest.approx(exact, abs=0.05)
 
 
+@pytest.mark.parametrize(
+    ("intervals", "elapsed", "expected"),
+    [
+        ([1.0] * 4, 1.2, 1.6430160801409361),
+        ([1.0] * 4, 1.5, 6.542645672390652),
+        ([0.2] * 10, 10.0, 2087.8724633318075),  # asymptotic branch
+    ],
+)
+def test_normal_cdf_reference_values(
+    intervals: list[float], elapsed: float, expected: float
+) -> None:
+    mean, std = _stats(intervals)
+    got = phi_from_stats(elapsed, mean, std, cdf="normal")
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert got == pytest.approx(-norm.logsf((elapsed - mean) / std) / math.log(10), rel=1e-8)
+
+
+def test_normal_cdf_detector_is_continuous_at_the_branch() -> None:
+    x_switch = 25.0 * 0.1 * math.sqrt(2)  # elapsed - mean where x = 25
+    below = phi_from_stats(1.0 + x_switch - 1e-9, 1.0, 0.1, cdf="normal")
+    above = phi_from_stats(1.0 + x_switch + 1e-9, 1.0, 0.1, cdf="normal")
+    assert above == pytest.approx(below, rel=1e-6)
+    det = PhiAccrualDetector(cdf="normal", first_heartbeat_estimate_s=1.0)
+    for t in [0.0, 1.0, 2.0, 3.0]:
+        det.heartbeat(t)
+    mean, std = det.stats()
+    assert det.phi(4.5) == phi_from_stats(1.5, mean, std, cdf="normal")
+
+
 def test_end_to_end_reference() -> None:
     det = PhiAccrualDetector(first_heartbeat_estimate_s=1.0)
     assert det.phi(0.0) == 0.0
@@ -120,3 +149,5 @@ def test_rejects_bad_parameters() -> None:
         PhiAccrualDetector(threshold=0.0)
     with pytest.raises(ValueError):
         PhiAccrualDetector(min_std_dev_s=0.0)
+    with pytest.raises(ValueError):
+        PhiAccrualDetector(cdf="cauchy")

@@ -26,6 +26,15 @@ The exact computation (seconds throughout; the Elixir `FailureDetector` reproduc
    matters on the BEAM where floats have no infinity. Before any heartbeat, phi = 0.
 4. `is_available(now)` is `phi(now) < threshold`.
 
+`cdf="normal"` swaps step 3 for the exact normal tail, the form the Elixir
+`DSPEx.Clustering.PhiAccrualDetector` uses: with `x = (elapsed - mean) / (std * sqrt 2)`,
+`phi = -log10(erfc(x) / 2)` for `x < 25`, and beyond, where erfc underflows, the asymptotic
+`ln erfc(x) = -x**2 - ln(x * sqrt(pi)) + ln(1 - 1 / (2 x**2))`, `phi = (ln 2 - ln erfc(x)) / ln 10`.
+The logistic form stays the default (Akka's). The two agree closely in the body (phi at
+y = 1, 2, 3, 4, 5: logistic 0.7995, 1.6428, 2.9095, 4.7367, 7.2999; normal 0.7995, 1.6430,
+2.8697, 4.4993, 6.5426) but not near the threshold: phi = 8 is reached at y = 5.226 (logistic)
+against y = 5.612 (normal), so both sides must use the same `cdf` to suspect at the same moment.
+
 Reference values (history intervals, elapsed since the last heartbeat -> phi), with
 min_std_dev_s=0.1 and acceptable_pause_s=0; tests/skills/test_failure_phi.py checks them to a
 relative 1e-9:
@@ -39,6 +48,10 @@ relative 1e-9:
     same                                             elapsed 0.8  -> 10.78260085829571
     same                                             elapsed 10.0 -> 28912.16471198277
       (Akka's literal form gives log10(0) here; the stable form stays finite)
+
+With `cdf="normal"` (same histories): elapsed 1.2 over [1.0] * 4 -> 1.6430160801409361,
+elapsed 1.5 -> 6.542645672390652, and [0.2] * 10 at elapsed 10.0 (x = 69.3, the asymptotic
+branch) -> 2087.8724633318075.
 
 End to end: first_heartbeat_estimate_s=1.0 and heartbeats at t = 0, 1, 2, 3 give the history
 [0.75, 1.25, 1.0, 1.0, 1.0] (mean 1.0, std 0.15811388300841870), and then
@@ -54,13 +67,25 @@ from collections import deque
 _LN10 = math.log(10.0)
 
 
-def phi_from_stats(elapsed_s: float, mean_s: float, std_s: float) -> float:
+def phi_from_stats(elapsed_s: float, mean_s: float, std_s: float, cdf: str = "logistic") -> float:
     """phi for a silence of `elapsed_s` given the interval mean and (already floored) std."""
+    if cdf == "normal":
+        return _phi_normal(elapsed_s, mean_s, std_s)
+    if cdf != "logistic":
+        raise ValueError(f"cdf must be 'logistic' or 'normal', not {cdf!r}")
     y = (elapsed_s - mean_s) / std_s
     z = y * (1.5976 + 0.070566 * y * y)
     if z > 0.0:
         return z / _LN10 + math.log1p(math.exp(-z)) / _LN10
     return math.log1p(math.exp(z)) / _LN10
+
+
+def _phi_normal(elapsed_s: float, mean_s: float, std_s: float) -> float:
+    x = (elapsed_s - mean_s) / (std_s * math.sqrt(2.0))
+    if x < 25.0:
+        return -math.log10(0.5 * math.erfc(x))
+    ln_erfc = -x * x - math.log(x * math.sqrt(math.pi)) + math.log(1.0 - 1.0 / (2.0 * x * x))
+    return (math.log(2.0) - ln_erfc) / _LN10
 
 
 class PhiAccrualDetector:
@@ -77,6 +102,7 @@ class PhiAccrualDetector:
         min_std_dev_s: float = 0.1,
         acceptable_pause_s: float = 0.0,
         first_heartbeat_estimate_s: float = 0.5,
+        cdf: str = "logistic",
     ) -> None:
         if threshold <= 0 or max_sample_size < 2 or min_std_dev_s <= 0:
             raise ValueError("threshold, min_std_dev_s must be > 0 and max_sample_size >= 2")
@@ -87,6 +113,9 @@ class PhiAccrualDetector:
         self.min_std_dev_s = float(min_std_dev_s)
         self.acceptable_pause_s = float(acceptable_pause_s)
         self.first_heartbeat_estimate_s = float(first_heartbeat_estimate_s)
+        if cdf not in ("logistic", "normal"):
+            raise ValueError(f"cdf must be 'logistic' or 'normal', not {cdf!r}")
+        self.cdf = cdf
         self._intervals: deque[float] = deque(maxlen=self.max_sample_size)
         self._stats: tuple[float, float] | None = None  # cached; sums recomputed, so no drift
         self._last_ts: float | None = None
@@ -122,7 +151,7 @@ class PhiAccrualDetector:
         if self._last_ts is None:
             return 0.0
         mean, std = self.stats()
-        return phi_from_stats(max(now_ts - self._last_ts, 0.0), mean, std)
+        return phi_from_stats(max(now_ts - self._last_ts, 0.0), mean, std, self.cdf)
 
     def is_available(self, now_ts: float) -> bool:
         """True while phi is below the threshold."""
