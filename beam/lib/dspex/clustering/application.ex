@@ -10,6 +10,7 @@ defmodule DSPEx.Clustering.Application do
 
   @impl true
   def start(_type, _args) do
+    remove_launcher_cookie(System.get_env("DSPEX_NODE_HOME"))
     apply_cookie(System.get_env("DSPEX_COOKIE"), Config.get(:cookie_file))
 
     children = [
@@ -29,8 +30,23 @@ defmodule DSPEx.Clustering.Application do
     Supervisor.start_link(children, strategy: :one_for_one, name: DSPEx.Clustering.Supervisor)
   end
 
-  # The cookie is the only credential: it comes from the environment (DSPEX_COOKIE, removed
-  # once read) or a file, never from argv, and is never logged.
+  # bin/dspex-node gives the node a private HOME whose .erlang.cookie the runtime read when
+  # distribution started (before any application): the credential need not stay on disk.
+  defp remove_launcher_cookie(nil), do: :ok
+
+  defp remove_launcher_cookie(home) do
+    path = Path.join(home, ".erlang.cookie")
+
+    case File.rm(path) do
+      :ok -> :ok
+      {:error, :enoent} -> :ok
+      {:error, reason} -> Logger.error("dspex_cluster: cannot remove #{path}: #{inspect(reason)}")
+    end
+  end
+
+  # Nodes started otherwise (mix run, tests): the cookie is the only credential; it comes from
+  # the environment (DSPEX_COOKIE, removed once read) or a file, never from argv, and is never
+  # logged. Such nodes run with another cookie until here; bin/dspex-node avoids that window.
   defp apply_cookie(nil, nil), do: :ok
 
   defp apply_cookie(nil, path) do
