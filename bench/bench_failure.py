@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--refit-days", type=float, default=90.0)
     ap.add_argument("--neg-rate", type=float, default=0.03, help="negative subsampling for fits")
     ap.add_argument("--max-neg", type=int, default=60_000, help="cap on negatives per fit")
+    ap.add_argument("--rack-size", type=int, default=32, help="node numbers per neighbourhood")
     ap.add_argument("--platt-intervals", type=int, default=4, help="refit intervals for Platt")
     ap.add_argument("--systems", type=str, default="", help="comma-separated subset")
     ap.add_argument("--dump", type=Path, default=None, help="save per-row scores (npz)")
@@ -141,7 +142,8 @@ def main() -> None:
     yf = y.astype(np.float64)
     day = grid.day_start_s
     _, sys_index = np.unique(data.system, return_inverse=True)
-    nodes = NodeTable(system=sys_index, group=rack_groups(data), prod_start_s=data.prod_start_s)
+    groups = rack_groups(data, args.rack_size)
+    nodes = NodeTable(system=sys_index, group=groups, prod_start_s=data.prod_start_s)
     history = FailureHistory(nodes, data.fail_node, data.fail_start_s, data.fail_end_s)
     base = history.base_features(grid.node, day)
     t_features = time.perf_counter() - t_start
@@ -244,6 +246,7 @@ def main() -> None:
             "node-days ending by c and failures started before c; features of day d use only "
             "failures started before d's midnight (and whether the last one was repaired by then)",
             "refit_days": args.refit_days,
+            "rack_size": args.rack_size,
             "neg_rate": args.neg_rate,
             "max_neg": args.max_neg,
             "calibration": "Platt scaling of each learned fit on the out-of-sample scores of the "
