@@ -111,3 +111,51 @@ def test_drained_and_python_nodes_are_avoided() -> None:
     lb.drain(Atom("b@h"))  # every BEAM node drained: the work still goes somewhere
     assert lb.place(None, [])[0] == "ok"
     assert lb.place(None, [(Atom("nodes"), [Atom("a@h")])]) == (Atom("ok"), Atom("a@h"))
+
+
+def _predict(lb: LoadBalancer, node: str, p: float) -> None:
+    data = {Atom("node"): Atom(node), Atom("probability"): p}
+    lb.on_prediction(Signal.new("cluster.failure.predicted", data, source="t"))
+
+
+def test_predictions_drain_at_most_a_third_likeliest_first() -> None:
+    """The BEAM Drain's guard: max_drained_share (0.34) of 6 BEAM members is 2 nodes."""
+    nodes = [f"n{i}@h" for i in range(6)]
+    lb = _lb_with({n: {"cpu": 0.5} for n in nodes})
+    assert lb.drain_limit() == 2
+    _predict(lb, "n0@h", 0.9)
+    _predict(lb, "n1@h", 0.7)
+    _predict(lb, "n2@h", 0.6)  # at the limit, less likely than both drained: held
+    assert set(lb.drained) == {Atom("n0@h"), Atom("n1@h")}
+    _predict(lb, "n3@h", 0.95)  # likelier than n1: takes its place
+    assert set(lb.drained) == {Atom("n0@h"), Atom("n3@h")}
+    _predict(lb, "n0@h", 0.8)  # a drained node's new prediction replaces its old one
+    assert lb.drained[Atom("n0@h")] == 0.8
+    _predict(lb, "n0@h", 0.1)  # below undrain_probability: undrained, room for another
+    _predict(lb, "n2@h", 0.6)
+    assert set(lb.drained) == {Atom("n2@h"), Atom("n3@h")}
+    _predict(lb, "n4@h", 0.55)  # no drained node is less likely: held
+    assert Atom("n4@h") not in lb.drained
+
+
+def test_a_busy_host_never_drains_every_candidate() -> None:
+    """Every node predicted to fail (an overloaded host looks sick everywhere): one of three is
+    drained, advise still answers with a candidate."""
+    nodes = [f"m{i}@h" for i in range(3)]
+    lb = _lb_with({n: {"cpu": 0.99} for n in nodes})
+    for i, n in enumerate(nodes):
+        _predict(lb, n, 0.6 + 0.1 * i)
+    assert lb.drained == {Atom("m2@h"): 0.8}  # the likeliest failure
+    candidates = [
+        {Atom("node"): Atom(n), Atom("kind"): Atom("beam"), Atom("status"): Atom("up")}
+        for n in nodes
+    ]
+    got = lb.advise(None, [], candidates)
+    assert got[0] == "ok" and got[1] in {Atom("m0@h"), Atom("m1@h")}
+    # members that go down stop counting; by-hand drains are neither limited nor displaced
+    lb.drain(Atom("m0@h"))
+    _predict(lb, "m1@h", 0.99)
+    assert set(lb.drained) == {Atom("m0@h"), Atom("m1@h")}
+    down = Signal.new("cluster.node.down", {Atom("node"): Atom("m1@h")}, source="t")
+    lb.on_membership(down)
+    assert lb.beam_members() == 2 and lb.drain_limit() == 1

@@ -48,7 +48,12 @@ is suspected (`cluster.node.suspect`), suspected nodes are considered rather tha
 
 Signals consumed: `cluster.load.report`, `cluster.health.data` (scheduler count),
 `cluster.node.*`, `cluster.failure.predicted`
-(probability >= drain_probability drains the node, < undrain_probability undrains it).
+(probability >= drain_probability drains the node, < undrain_probability undrains it), with the
+BEAM `Drain`'s guard: at most `max_drained_share` of the BEAM members (not down; at least one
+node) are drained at a time — an overloaded host makes every node look sick, and draining them
+all would leave nowhere to place. At the limit, a prediction above the least likely drained
+node's probability takes its place (that node is undrained); otherwise it is ignored. Drains by
+hand (`{drain, Node}`) are not limited and never displaced, as on the BEAM.
 Published: `cluster.rebalance.request` with data `%{nodes: [Node], reason: overload |
 predicted_failure, plan: [%{from: Node, to: Node, agents: N, reason: ...}]}` when a node's load
 (or its forecast) stays above `overload_cpu` for `overload_ticks` forecast ticks while cooler
@@ -57,6 +62,7 @@ nodes exist, and when a drained node still hosts agents (at most once per cooldo
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -87,6 +93,8 @@ ERROR = Atom("error")
 NO_SUITABLE = (ERROR, Atom("no_suitable_nodes"))
 NO_ADVICE = Atom("no_advice")
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class LoadBalancerConfig:
@@ -99,6 +107,7 @@ class LoadBalancerConfig:
     rebalance_cooldown_s: float = 10.0
     drain_probability: float = 0.5
     undrain_probability: float = 0.3
+    max_drained_share: float = 0.34  # the BEAM Config default
     in_flight_ttl_s: float = 120.0  # a placement with no outcome stops counting after this
     optimism: float = 0.5
     drift: float = 0.05
@@ -291,9 +300,41 @@ class LoadBalancer(Agent):
 
     # -- draining ------------------------------------------------------------------------------
 
-    def drain(self, node: Any, probability: float = 1.0) -> Any:
+    def drain(self, node: Any, probability: float = math.inf) -> Any:
+        """By hand: not limited by the guard and never displaced (as the BEAM's `drain/2`)."""
         self.drained[Atom(node)] = probability
         return OK
+
+    def beam_members(self, now: float | None = None) -> int:
+        """BEAM members not down, as the BEAM `Drain` counts them (nodes whose reports
+        stopped beyond `stale_limit_s` are gone for us, as they are no candidates)."""
+        now = time.monotonic() if now is None else now
+        limit = self.config.stale_limit_s
+        return sum(
+            1
+            for s in self.view.nodes.values()
+            if s.kind == "beam"
+            and s.status != "down"
+            and (s.reported_at is None or now - s.reported_at <= limit)
+        )
+
+    def drain_limit(self) -> int:
+        return max(1, math.floor(self.beam_members() * self.config.max_drained_share))
+
+    def guarded_drain(self, node: Atom, p: float) -> bool:
+        """Drains `node` for a predicted failure of probability `p` within the guard; whether
+        it is drained now."""
+        if node in self.drained or len(self.drained) < self.drain_limit():
+            self.drained[node] = p  # a new prediction replaces the old one, as on the BEAM
+            return True
+        # at the limit: the least likely to fail among the drained makes room, if below p
+        weakest = min(self.drained, key=self.drained.__getitem__)
+        if self.drained[weakest] < p:
+            del self.drained[weakest]
+            self.drained[node] = p
+            return True
+        log.info("drain of %s (p=%.3f) held: %d node(s) drained", node, p, len(self.drained))
+        return False
 
     def undrain(self, node: Any) -> Any:
         self.drained.pop(Atom(node), None)
@@ -329,7 +370,7 @@ class LoadBalancer(Agent):
         if not isinstance(node, Atom) or p is None:
             return
         if p >= self.config.drain_probability:
-            self.drained[node] = p
+            self.guarded_drain(node, p)
         elif p < self.config.undrain_probability:
             self.drained.pop(node, None)
 
