@@ -3,12 +3,20 @@ placement over many nodes."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from typing import Any
 
 import numpy as np
+import pytest
 
 from dspex_cluster import Atom
-from dspex_cluster.cluster.failure_predictor import exhaustion, growth
+from dspex_cluster.cluster.failure_predictor import (
+    FailureConfig,
+    FailurePredictor,
+    exhaustion,
+    growth,
+)
 from dspex_cluster.cluster.health_monitor import HealthPolicy, NodeHealth, flatten
 from dspex_cluster.cluster.load_balancer import LoadBalancer
 from dspex_cluster.signals import Signal
@@ -159,3 +167,36 @@ def test_a_busy_host_never_drains_every_candidate() -> None:
     down = Signal.new("cluster.node.down", {Atom("node"): Atom("m1@h")}, source="t")
     lb.on_membership(down)
     assert lb.beam_members() == 2 and lb.drain_limit() == 1
+
+
+def test_a_recent_down_history_raises_the_prediction() -> None:
+    """Two nodes with the same health reports; one was down a moment ago. The hazard model
+    (skills.failure, fed the down period) gives it the higher history risk and higher P."""
+    fp = FailurePredictor(FailureConfig())
+    fp.setup()
+
+    def signal(type_: str, node: str, **data: Any) -> Signal:
+        fields = {Atom("node"): Atom(node), **{Atom(k): v for k, v in data.items()}}
+        return Signal.new(type_, fields, source="t")
+
+    for node in ("steady@h", "flaky@h"):
+        fp.on_health(signal("cluster.health.data", node, interval_ms=1000, memory=0.4))
+    fp.on_membership(signal("cluster.node.down", "flaky@h"))
+    fp.on_membership(signal("cluster.node.up", "flaky@h"))
+    assert fp.failures == 1
+    for node in ("steady@h", "flaky@h"):
+        fp.on_health(signal("cluster.health.data", node, interval_ms=1000, memory=0.4))
+    got = fp.predictions()
+    flaky, steady = got[Atom("flaky@h")], got[Atom("steady@h")]
+    hist = Atom("reasons"), Atom("history")
+    assert flaky[hist[0]][hist[1]] > 10 * steady[hist[0]][hist[1]] > 0
+    assert flaky[Atom("probability")] > steady[Atom("probability")]
+    # the same with the silence prior's down count set equal: the hazard model alone differs
+    fp.nodes[Atom("steady@h")].downs = list(fp.nodes[Atom("flaky@h")].downs)
+    now = time.monotonic()
+    a = fp.predict(Atom("flaky@h"), fp.nodes[Atom("flaky@h")], now)
+    b = fp.predict(Atom("steady@h"), fp.nodes[Atom("steady@h")], now)
+    assert a["probability"] > b["probability"]
+    assert a["reasons"]["silence"] == pytest.approx(b["reasons"]["silence"], rel=0.2)
+    model = flaky[Atom("history_model")]
+    assert 0 < model[Atom("probability")] <= 1 and model[Atom("time_to_failure_s")] > 0

@@ -21,8 +21,26 @@ independent risks, P = 1 - prod(1 - p_i):
     p = share of recent reports saturated x `saturation_risk`.
   * **anomalies** — the health monitor's latest `cluster.health.anomaly` score s:
     p = s x `anomaly_risk`.
-  * **history** — the node's past downs (`cluster.node.down`): a gamma-Poisson failure rate
-    (prior `prior_failures` per `prior_window_s`), q = 1 - exp(-rate x horizon).
+  * **history** — the failure-history hazard model of `dspex_cluster.skills.failure`
+    (`FailurePredictor`: Weibull renewal with per-node frailty, refitted every
+    `history_refit_s`): each down period (`cluster.node.down` until the node is back: `up`, or
+    reporting again) is recorded with `observe_failure(node, down_ts, back_ts)` on the wall
+    clock, and p = its `history_probability` of a failure starting within the horizon. A node
+    just back from a failure, or one that failed often, scores higher (decreasing hazard).
+    Until the cluster has seen a first failure the model has nothing to fit, and p is the
+    prior q below.
+
+The silence reason's prior q is a gamma-Poisson rate of the downs we watched (prior
+`prior_failures` per `prior_window_s`), q = 1 - exp(-rate x horizon): a short-horizon base rate
+that makes phi = 8 mean "down" in a young cluster.
+
+Health metrics are fed to the skill too (`observe_health`: the memory share, at most every
+`health_sample_s`, its samples kept for `health_window_s`), so its own reading — its
+`predict` (history and health as competing risks) and `tte_memory_s` from a Theil-Sen trend — is
+in the `predict`/`predictions` answers under `history_model`. Only its history part enters P:
+its health part measures causes P already has (memory, with a stricter trend test that does
+not fire on a busy host's allocation noise) and counting one cause twice would break the
+independence the product assumes.
 
 Confidence grows with the number of reports seen (n / (n + 10)). Published when a node's P
 reaches `publish_probability` (again when it moves by 0.1 or every `republish_s`), and once more
@@ -31,7 +49,9 @@ when it falls back below `clear_probability`:
   `cluster.failure.predicted` %{node, probability, horizon_s, time_to_failure_s (nil when no
   trend says when), confidence, reasons: %{silence, memory, leak, saturation, anomaly, history}}
 
-Calls: `predictions` -> #{Node => the same map}; `{predict, Node}` -> map.
+Calls: `predictions` -> #{Node => the same map, plus `history_model`: the skill's own
+`probability`, `tte_memory_s` and expected `time_to_failure_s` (empty until a first failure)};
+`{predict, Node}` -> that map for one node.
 """
 
 from __future__ import annotations
@@ -52,6 +72,7 @@ from dspex_cluster.etf import Atom
 from dspex_cluster.names import CLUSTERING_MODULE, FAILURE_PREDICTOR
 from dspex_cluster.runtime import Caller
 from dspex_cluster.signals import Signal
+from dspex_cluster.skills.failure import FailurePredictor as HazardPredictor
 from dspex_cluster.skills.failure import PhiAccrualDetector
 
 
@@ -71,6 +92,9 @@ class FailureConfig:
     republish_s: float = 5.0
     phi_threshold: float = 8.0
     forget_after_s: float = 120.0  # a node silent this long (and never reported down) is gone
+    history_refit_s: float = 600.0  # the hazard model's refit grid
+    health_sample_s: float = 1.0  # health fed to the hazard model at most this often per node
+    health_window_s: float = 60.0  # and kept this long (its trend window)
 
 
 class NodeRisk:
@@ -85,6 +109,8 @@ class NodeRisk:
         self.downs: list[float] = []
         self.first_seen = time.monotonic()
         self.down = False
+        self.down_since: float | None = None  # wall clock time of the current down
+        self.health_fed = -math.inf  # wall clock time of the last sample fed to the skill
         self.last_published: tuple[float, float] | None = None  # (time, probability)
         self.prediction: dict[str, Any] = {}
 
@@ -154,8 +180,16 @@ class FailurePredictor(Agent):
         self.config = config or FailureConfig()
 
     def setup(self) -> None:
+        c = self.config
         self.nodes: dict[Atom, NodeRisk] = {}
         self.published: list[Signal] = []
+        self.hazard = HazardPredictor(
+            horizon_s=c.horizon_s,
+            refit_interval_s=c.history_refit_s,
+            resources={"memory": 1.0},
+            health_window_s=c.health_window_s,
+        )
+        self.failures = 0  # down periods recorded in the hazard model
 
     def routes(self) -> list[Route]:
         return [
@@ -184,7 +218,35 @@ class FailurePredictor(Agent):
         risk = self.nodes.get(node)
         if risk is None:
             risk = self.nodes[node] = NodeRisk(self.config)
+            if node not in self.hazard._nodes:  # a node seen again after it was forgotten
+                self.hazard.add_node(node, since_ts=time.time())
         return risk
+
+    def _went_down(self, r: NodeRisk) -> None:
+        if not r.down:
+            r.down = True
+            r.downs.append(time.monotonic())
+            r.down_since = time.time()
+
+    def _came_back(self, node: Atom, r: NodeRisk) -> None:
+        """The down period is over: one failure for the hazard model."""
+        r.down = False
+        if r.down_since is not None:
+            self.hazard.observe_failure(node, r.down_since, time.time())
+            self.failures += 1
+            r.down_since = None
+
+    def _feed_health(self, node: Atom, r: NodeRisk, memory: float | None) -> None:
+        wall = time.time()
+        if memory is None or wall - r.health_fed < self.config.health_sample_s:
+            return
+        r.health_fed = wall
+        self.hazard.observe_health(node, wall, {"memory": memory})
+        # the skill keeps every sample and has no call to forget: keep only its trend window
+        kept = self.hazard._nodes[node]
+        cut = int(np.searchsorted(kept.health_ts, wall - self.config.health_window_s))
+        if cut:
+            del kept.health_ts[:cut], kept.health[:cut]
 
     # -- evidence ------------------------------------------------------------------------------
 
@@ -200,10 +262,12 @@ class FailurePredictor(Agent):
             r.phi.first_heartbeat_estimate_s = interval
         r.phi.heartbeat(now)
         r.reports += 1
-        r.down = False
+        if r.down:
+            self._came_back(node, r)  # reporting again: back, even if the up signal was missed
         mem = memory_share(data)
         if mem is not None:
             r.memory.append((now, mem))
+        self._feed_health(node, r, mem)
         vm = dig(data, "memory", "total")
         own = vm / 1_048_576 if vm is not None else number(data.get("process_rss_mb"))
         if own is not None:
@@ -234,10 +298,10 @@ class FailurePredictor(Agent):
             r.beam_phi = max(r.beam_phi, number(signal.get("phi"), 0.0) or 0.0)
         elif event == "up":
             r.beam_phi = 0.0
-            r.down = False
-        elif event == "down" and not r.down:
-            r.down = True
-            r.downs.append(time.monotonic())
+            if r.down:
+                self._came_back(node, r)
+        elif event == "down":
+            self._went_down(r)
 
     async def on_relay_up(self, beam: Atom) -> None:
         """Downs published while no relay held our subscriptions: ask membership."""
@@ -251,18 +315,29 @@ class FailurePredictor(Agent):
             m = as_mapping(m)
             node = m.get("node")
             if isinstance(node, Atom) and m.get("status") == "down" and node in self.nodes:
-                r = self.nodes[node]
-                if not r.down:
-                    r.down = True
-                    r.downs.append(time.monotonic())
+                self._went_down(self.nodes[node])
 
     # -- prediction ----------------------------------------------------------------------------
 
-    def predict(self, node: Atom, r: NodeRisk, now: float) -> dict[str, Any]:
+    def history_probabilities(self, nodes: list[Atom], wall: float) -> dict[Atom, float]:
+        """The hazard model's P(a failure starts within the horizon), all nodes in one pass;
+        empty until a first failure was recorded (nothing to fit yet)."""
+        if not self.failures or not nodes:
+            return {}
+        p = self.hazard.history_probability(nodes, wall)
+        return {n: float(v) for n, v in zip(nodes, p, strict=True)}
+
+    def predict(
+        self, node: Atom, r: NodeRisk, now: float, history: float | None = None
+    ) -> dict[str, Any]:
+        """`history`: the hazard model's probability for the node when the caller computed
+        it for many nodes at once (else computed here)."""
         c = self.config
         watched = max(now - r.first_seen, 1.0)
         rate = (c.prior_failures + len(r.downs)) / (c.prior_window_s + watched)
         prior = 1.0 - math.exp(-rate * c.horizon_s)
+        if history is None:
+            history = self.history_probabilities([node], time.time()).get(node, prior)
         phi = max(r.phi.phi(now) if r.reports else 0.0, r.beam_phi)
         # Bayes: a live node stays this silent with probability 10^-phi, a dead one always
         late = 10.0 ** (-min(phi, 300.0))
@@ -281,7 +356,7 @@ class FailurePredictor(Agent):
         sat = sum(r.saturated) / len(r.saturated) if r.saturated else 0.0
         reasons["saturation"] = sat * c.saturation_risk
         reasons["anomaly"] = r.anomaly * c.anomaly_risk
-        reasons["history"] = prior
+        reasons["history"] = history
         survive = math.prod(1.0 - min(max(p, 0.0), 1.0) for p in reasons.values())
         probability = 1.0 - survive
         if phi >= c.phi_threshold:
@@ -298,6 +373,7 @@ class FailurePredictor(Agent):
         c = self.config
         now = time.monotonic()
         out: list[Signal] = []
+        live: list[Atom] = []
         for node, r in list(self.nodes.items()):
             if r.down:
                 continue  # already failed: nothing left to predict until it is back
@@ -305,7 +381,11 @@ class FailurePredictor(Agent):
             if last is not None and now - last > c.forget_after_s:
                 del self.nodes[node]  # left without a down signal (or was never a member)
                 continue
-            pred = r.prediction = self.predict(node, r, now)
+            live.append(node)
+        history = self.history_probabilities(live, time.time())
+        for node in live:
+            r = self.nodes[node]
+            pred = r.prediction = self.predict(node, r, now, history.get(node))
             p = pred["probability"]
             last = r.last_published
             publish = p >= c.publish_probability and (
@@ -340,12 +420,35 @@ class FailurePredictor(Agent):
             Atom("reasons"): {Atom(k): round(v, 6) for k, v in pred["reasons"].items()},
         }
 
+    def _model_term(self, node: Atom, wall: float) -> dict[Atom, Any]:
+        """The hazard model's own reading: P with its health risks, memory trend."""
+        if not self.failures:
+            return {}
+        tte = self.hazard.health_signals(node, wall).get("tte_memory_s")
+        return {
+            Atom("probability"): round(self.hazard.predict(node, wall), 6),
+            # no trend: nil (an Erlang float cannot be infinite)
+            Atom("tte_memory_s"): round(tte, 3) if tte is not None and math.isfinite(tte) else None,
+            Atom("time_to_failure_s"): round(self.hazard.time_to_failure(node, wall), 3),
+        }
+
     def predictions(self) -> dict[Atom, Any]:
-        now = time.monotonic()
-        return {n: self._term(self.predict(n, r, now)) for n, r in self.nodes.items()}
+        now, wall = time.monotonic(), time.time()
+        history = self.history_probabilities(list(self.nodes), wall)
+        return {
+            n: {
+                **self._term(self.predict(n, r, now, history.get(n))),
+                Atom("history_model"): self._model_term(n, wall),
+            }
+            for n, r in self.nodes.items()
+        }
 
     def predict_one(self, node: Any) -> Any:
         r = self.nodes.get(Atom(node))
         if r is None:
             return (Atom("error"), Atom("unknown_node"))
-        return self._term(self.predict(Atom(node), r, time.monotonic()))
+        wall = time.time()
+        return {
+            **self._term(self.predict(Atom(node), r, time.monotonic())),
+            Atom("history_model"): self._model_term(Atom(node), wall),
+        }
