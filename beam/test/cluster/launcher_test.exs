@@ -7,6 +7,88 @@ defmodule DSPEx.Clustering.LauncherTest do
 
   @launcher Path.expand("../../bin/dspex-node", __DIR__)
 
+  test "a launched node has its cookie from the moment it is in epmd; no argv carries it; ~/.erlang.cookie is untouched" do
+    suffix = System.unique_integer([:positive])
+    name = "early_#{suffix}"
+    node = :"#{name}@127.0.0.1"
+    # its own cookie, not the test node's (which is on this node's command line)
+    cookie = "early-" <> Base.encode16(:crypto.strong_rand_bytes(12), case: :lower)
+
+    # The user's home, with a cookie of its own that must stay as it is.
+    home = Path.join(System.tmp_dir!(), "dspex_home_#{suffix}")
+    user_cookie = Path.join(home, ".erlang.cookie")
+    File.mkdir_p!(home)
+    File.write!(user_cookie, "user-own-cookie-#{suffix}")
+    File.chmod!(user_cookie, 0o400)
+    # atime aside: reading it here (below) moves that
+    before = Map.delete(File.stat!(user_cookie, time: :posix), :atime)
+    cookie_file = Path.join(System.tmp_dir!(), "dspex_cookie_#{suffix}")
+    File.write!(cookie_file, cookie <> "\n")
+    File.chmod!(cookie_file, 0o600)
+    real_mix_home = System.get_env("MIX_HOME") || Path.expand("~/.mix")
+    real_hex_home = System.get_env("HEX_HOME") || Path.expand("~/.hex")
+
+    port =
+      Port.open({:spawn_executable, @launcher}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        env: [
+          {~c"MIX_ENV", ~c"dev"},
+          {~c"HOME", String.to_charlist(home)},
+          {~c"MIX_HOME", String.to_charlist(real_mix_home)},
+          {~c"HEX_HOME", String.to_charlist(real_hex_home)}
+        ],
+        args: ["--name", name, "--cookie-file", cookie_file, "--discovery", "static"]
+      ])
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+
+    on_exit(fn ->
+      PeerNode.signal(os_pid, "KILL")
+      File.chmod(user_cookie, 0o600)
+      File.rm_rf(home)
+      File.rm(cookie_file)
+    end)
+
+    :erlang.set_cookie(node, String.to_atom(cookie))
+
+    # Dial as soon as epmd knows the name (a peer polling epmd does the same). Until then, and
+    # while waiting, no process may show the cookie in its arguments.
+    PeerNode.eventually(
+      fn ->
+        assert processes_showing(cookie) == []
+        match?({:port, _, _}, :erl_epmd.port_please(~c"#{name}", {127, 0, 0, 1}))
+      end,
+      60_000
+    )
+
+    assert Node.connect(node), "the first connection after epmd registration was refused"
+    assert :erpc.call(node, :erlang, :get_cookie, []) == String.to_atom(cookie)
+    node_home = :erpc.call(node, System, :get_env, ["HOME"])
+    refute node_home == home
+    assert File.stat!(node_home).access == :read_write
+    # the application removes the cookie file once it runs
+    PeerNode.eventually(
+      fn -> not File.exists?(Path.join(node_home, ".erlang.cookie")) end,
+      30_000
+    )
+
+    assert processes_showing(cookie) == []
+
+    :ok = PeerNode.signal(os_pid, "TERM")
+    log = collect_output(port, "")
+    assert log =~ "exit_status 0"
+    refute log =~ "Invalid challenge reply"
+
+    # the user's home: the same cookie file, unchanged, and nothing else
+    assert Map.delete(File.stat!(user_cookie, time: :posix), :atime) == before
+    assert File.read!(user_cookie) == "user-own-cookie-#{suffix}"
+    assert File.ls!(home) == [".erlang.cookie"]
+    # the private home goes once the node is gone
+    PeerNode.eventually(fn -> not File.exists?(node_home) end, 10_000)
+  end
+
   test "three bin/dspex-node nodes with --discovery epmd find each other and stop on SIGTERM" do
     suffix = System.unique_integer([:positive])
     names = for i <- 1..3, do: "launch#{i}_#{suffix}"
@@ -55,10 +137,31 @@ defmodule DSPEx.Clustering.LauncherTest do
       Enum.all?(nodes, &(&1 in up))
     end)
 
+    # --cookie is moved off the command line at once: only this test node shows it
+    me = System.pid()
+    assert [{^me, _}] = processes_showing(cookie)
+
     for pid <- os_pids, do: :ok = PeerNode.signal(pid, "TERM")
 
     for port <- ports do
       assert_receive {^port, {:exit_status, 0}}, 20_000
+    end
+  end
+
+  # OS processes (pid and arguments) whose command line contains `secret`.
+  defp processes_showing(secret) do
+    for dir <- Path.wildcard("/proc/[0-9]*"),
+        {:ok, args} <- [File.read(Path.join(dir, "cmdline"))],
+        String.contains?(args, secret),
+        do: {Path.basename(dir), String.replace(args, <<0>>, " ")}
+  end
+
+  defp collect_output(port, acc) do
+    receive do
+      {^port, {:data, data}} -> collect_output(port, acc <> data)
+      {^port, {:exit_status, status}} -> acc <> "\nexit_status #{status}"
+    after
+      20_000 -> acc <> "\nno exit within 20 s"
     end
   end
 end
