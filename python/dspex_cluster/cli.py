@@ -1,9 +1,10 @@
 """Command line: `python -m dspex_cluster node ...` runs a node; `... demo` shows calls both ways.
 
 python -m dspex_cluster node --name py1@127.0.0.1 (--cookie C | --cookie-file F) [--hidden]
-    [--visible] [--expose module.path | name=module.path ...] [--epmd-port P]
+    [--visible] [--expose module.path | name=module.path ...] [--join beam1@127.0.0.1 ...]
+    [--epmd-port P] [--net-ticktime SECONDS]
 python -m dspex_cluster agent-node --name py1@127.0.0.1 (--cookie C | --cookie-file F)
-    [--join beam1@127.0.0.1 ...] [--epmd-port P]
+    [--join beam1@127.0.0.1 ...] [--epmd-port P] [--net-ticktime SECONDS]
 python -m dspex_cluster demo
 python -m dspex_cluster platform [--quick | --duration S] [--out reports/latest]
 """
@@ -18,6 +19,23 @@ import signal
 import sys
 from collections.abc import Sequence
 
+log = logging.getLogger("dspex_cluster.cli")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return seconds
+
+
+def _join_list(joins: list[str]) -> list[str]:
+    """--join values, each repeated or comma-separated."""
+    return [j for js in joins for j in js.split(",") if j]
+
 
 def _node_command(args: argparse.Namespace) -> int:
     from dspex_cluster.runtime import Node
@@ -28,6 +46,7 @@ def _node_command(args: argparse.Namespace) -> int:
         cookie_file=args.cookie_file,
         hidden=not args.visible,
         epmd_port=args.epmd_port,
+        net_ticktime=args.net_ticktime,
     )
     for spec in args.expose:
         erl_name, _, path = spec.rpartition("=")
@@ -40,6 +59,10 @@ def _node_command(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await node.start()
+        for target in _join_list(args.join):
+            # once, at start: the node runs on either way (the peer may dial us later)
+            if not await node.connect(target):
+                log.warning("could not join %s; running without it", target)
         print(
             f"{node.name} up ({'hidden' if node.hidden else 'visible'}); SIGTERM to stop",
             flush=True,
@@ -65,9 +88,10 @@ def _agent_node_command(args: argparse.Namespace) -> int:
             run_agent_node(
                 args.name,
                 args.cookie,
-                [j for js in args.join for j in js.split(",") if j],
+                _join_list(args.join),
                 cookie_file=args.cookie_file,
                 epmd_port=args.epmd_port,
+                net_ticktime=args.net_ticktime,
                 ready=ready,
             )
         )
@@ -98,6 +122,17 @@ def _demo_command(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo())
 
 
+def _add_net_ticktime(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--net-ticktime",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="a connection silent this long is dropped; ticks go every quarter (default 60, "
+        "as the BEAM's net_ticktime: keep it equal on all nodes)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dspex_cluster")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -118,7 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="[NAME=]MODULE",
         help="a Python module :erpc/:rpc may call (as NAME, default its last path part)",
     )
+    node.add_argument(
+        "--join",
+        action="append",
+        default=[],
+        help="BEAM node(s) to connect to at start (repeat or a,b); a failure is logged",
+    )
     node.add_argument("--epmd-port", type=int, default=None, help="default $ERL_EPMD_PORT/4369")
+    _add_net_ticktime(node)
     node.set_defaults(func=_node_command)
 
     agent = sub.add_parser(
@@ -132,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--join", action="append", default=[], help="BEAM node(s) to join (repeat or a,b)"
     )
     agent.add_argument("--epmd-port", type=int, default=None, help="default $ERL_EPMD_PORT/4369")
+    _add_net_ticktime(agent)
     agent.set_defaults(func=_agent_node_command)
 
     plat = sub.add_parser(

@@ -68,11 +68,12 @@ async def start_agent_node(
     cookie_file: str | os.PathLike[str] | None = None,
     epmd_port: int | None = None,
     settings: AgentSettings | None = None,
+    net_ticktime: float = 60.0,
 ) -> AgentNode:
     """Start the node and its agents; returns at once (the relay is acquired in the background;
     `await agent_node.bus.wait_relay()` waits for it)."""
     s = settings or AgentSettings()
-    node = Node(name, cookie, hidden, epmd_port, cookie_file=cookie_file)
+    node = Node(name, cookie, hidden, epmd_port, cookie_file=cookie_file, net_ticktime=net_ticktime)
     await node.start()
     try:
         bus = ClusterBus(node, list(join))
@@ -106,6 +107,7 @@ async def run_agent_node(
     epmd_port: int | None = None,
     settings: AgentSettings | None = None,
     ready: asyncio.Event | None = None,
+    net_ticktime: float = 60.0,
 ) -> None:
     """Run a Python agent node until cancelled (see the module docstring). `cookie` None reads
     `cookie_file`, else $ERLANG_COOKIE, else ~/.erlang.cookie. `ready` is set once the agents
@@ -118,6 +120,7 @@ async def run_agent_node(
         cookie_file=cookie_file,
         epmd_port=epmd_port,
         settings=settings,
+        net_ticktime=net_ticktime,
     )
     log.info("agent node %s up: %s; joining %s", name, ", ".join(PYTHON_AGENT_NAMES), join or "-")
     if ready is not None:
