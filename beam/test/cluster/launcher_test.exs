@@ -140,6 +140,8 @@ defmodule DSPEx.Clustering.LauncherTest do
     # --cookie is moved off the command line at once: only this test node shows it
     me = System.pid()
     assert [{^me, _}] = processes_showing(cookie)
+    # nor does it stay in the nodes' environment
+    for pid <- os_pids, do: refute(File.read!("/proc/#{pid}/environ") =~ cookie)
 
     for pid <- os_pids, do: :ok = PeerNode.signal(pid, "TERM")
 
