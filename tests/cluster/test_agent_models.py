@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from dspex_cluster import Atom
+from dspex_cluster.cluster.candidates import Filter, NodeTable, columns_of, eligible_mask
+from dspex_cluster.cluster.constraints import eligible
 from dspex_cluster.cluster.failure_predictor import (
     FailureConfig,
     FailurePredictor,
@@ -19,6 +21,8 @@ from dspex_cluster.cluster.failure_predictor import (
 )
 from dspex_cluster.cluster.health_monitor import HealthPolicy, NodeHealth, flatten
 from dspex_cluster.cluster.load_balancer import LoadBalancer
+from dspex_cluster.cluster.terms import as_mapping
+from dspex_cluster.cluster.view import NodeState
 from dspex_cluster.signals import Signal
 
 
@@ -200,3 +204,83 @@ def test_a_recent_down_history_raises_the_prediction() -> None:
     assert a["reasons"]["silence"] == pytest.approx(b["reasons"]["silence"], rel=0.2)
     model = flaky[Atom("history_model")]
     assert 0 < model[Atom("probability")] <= 1 and model[Atom("time_to_failure_s")] > 0
+
+
+def vector_eligible(cands: list[Any], c: Any) -> list[Atom]:
+    """The nodes the load balancer's column filter keeps (advise: from candidate maps)."""
+    index: dict[Atom, int] = {}
+
+    def rows(nodes: list[Atom]) -> list[int]:
+        return [index.setdefault(x, len(index)) for x in nodes]
+
+    f = Filter.of(as_mapping(c))
+    cols = columns_of(cands, rows, f.needs_caps)
+    keep = eligible_mask(cols, f, index, len(index), cols.status == "up")
+    return list(cols.node[keep])
+
+
+def table_eligible(cands: list[Any], c: Any) -> list[Atom]:
+    """The same from the node table `place` reads (each candidate as a fresh load report)."""
+    table, index = NodeTable(), {}
+    now = time.monotonic()
+    for x in map(as_mapping, cands):
+        s = NodeState(x["node"], x.get("kind"), x.get("status"), dict(x), reported_at=now)
+        table.sync(index.setdefault(s.node, len(index)), s)
+    cols = table.columns(now, 5.0, 30.0)
+    f = Filter.of(as_mapping(c))
+    keep = eligible_mask(cols, f, index, len(index), cols.status == "up")
+    return list(cols.node[keep])
+
+
+def test_column_filter_is_the_per_candidate_filter() -> None:
+    """Random candidates (missing, nil, odd-typed fields; binary keys; keyword lists) and
+    constraints: the vectorised filter keeps exactly what `compile_filter` keeps."""
+    rng = np.random.default_rng(3)
+    caps = [Atom("gpu"), Atom("ssd"), Atom("fpga")]
+    nodes = [Atom(f"n{i}@h") for i in range(9)]
+
+    def pick(items: list[Atom], k: int) -> list[Atom]:
+        return [items[i] for i in rng.choice(len(items), k, replace=False)]
+
+    def value(kind: str) -> Any:
+        r = rng.random()
+        if r < 0.15:
+            return None
+        if r < 0.2:
+            return rng.choice([True, Atom("x"), b"1", {Atom("a"): 1}, float("nan")])
+        return {"cpu": rng.random() * 1.2, "n": int(rng.integers(0, 4000))}[kind]
+
+    for trial in range(200):
+        cands: list[Any] = []
+        for i in range(int(rng.integers(0, 12))):
+            m: dict[Any, Any] = {
+                Atom("node"): Atom(f"n{i % 9}@h"),
+                Atom("kind"): Atom(rng.choice(["beam", "beam", "python"])),
+                Atom("status"): Atom(rng.choice(["up", "up", "suspect", "down"])),
+                Atom("cpu"): value("cpu"),
+                Atom("free_memory_mb"): value("n"),
+                Atom("agents"): value("n"),
+                Atom("capabilities"): pick(caps, int(rng.integers(0, 3))),
+            }
+            m = {k: v for k, v in m.items() if k == "node" or rng.random() > 0.1}
+            if rng.random() < 0.1:
+                m = {k.encode(): v for k, v in m.items()}
+            cands.append(list(m.items()) if rng.random() < 0.1 else m)
+        c: dict[Atom, Any] = {}
+        for key, make in (
+            ("exclude_nodes", lambda: pick(nodes, 2)),
+            ("nodes", lambda: pick(nodes, 3)),
+            ("kinds", lambda: [Atom(rng.choice(["beam", "python"]))]),
+            ("min_memory_mb", lambda: int(rng.integers(0, 4000))),
+            ("capabilities", lambda: pick(caps, 1)),
+            ("max_cpu", lambda: float(rng.random())),
+            ("max_agents", lambda: int(rng.integers(0, 4000))),
+        ):
+            if rng.random() < 0.25:
+                c[Atom(key)] = make()
+        maps = [as_mapping(x) for x in cands]
+        expected = [x["node"] for x in maps if eligible(x, as_mapping(c))]
+        assert vector_eligible(cands, c) == expected, (trial, c)
+        unique = list({m["node"]: m for m in maps}.values())  # the table: one row per node
+        want = [x["node"] for x in unique if eligible(x, as_mapping(c))]
+        assert sorted(table_eligible(unique, c)) == sorted(want), (trial, c)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from beam_app import collected, start_collector
 from otp import ErlNode, beval, unique
+from test_agent_models import table_eligible, vector_eligible
 
 from dspex_cluster import Atom
 from dspex_cluster.cluster import AgentNode
@@ -389,8 +390,12 @@ async def test_constraints_match_the_beam_filter(beams: list[ErlNode], agents: A
         beam = await agents.node.rpc(
             beams[1].name, "Elixir.DSPEx.Clustering.PlacementScore", "filter", [cands, _term(c)]
         )
+        expected = [x[Atom("node")] for x in beam]
         ours = [x for x in cands if eligible(x, _term(c))]
-        assert [x[Atom("node")] for x in ours] == [x[Atom("node")] for x in beam], c
+        assert [x[Atom("node")] for x in ours] == expected, c
+        # the load balancer's vectorised filter (advise's columns and place's node table)
+        assert vector_eligible(cands, _term(c)) == expected, c
+        assert table_eligible(cands, _term(c)) == expected, c
 
 
 async def test_bus_fails_over_when_the_relay_node_dies(
