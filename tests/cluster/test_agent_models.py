@@ -12,7 +12,12 @@ import pytest
 
 from dspex_cluster import Atom
 from dspex_cluster.cluster.candidates import Filter, NodeTable, columns_of, eligible_mask
-from dspex_cluster.cluster.constraints import eligible
+from dspex_cluster.cluster.constraints import (
+    capability_match,
+    compile_filter,
+    eligible,
+    merged_constraints,
+)
 from dspex_cluster.cluster.failure_predictor import (
     FailureConfig,
     FailurePredictor,
@@ -20,8 +25,8 @@ from dspex_cluster.cluster.failure_predictor import (
     growth,
 )
 from dspex_cluster.cluster.health_monitor import HealthPolicy, NodeHealth, flatten
-from dspex_cluster.cluster.load_balancer import LoadBalancer
-from dspex_cluster.cluster.terms import as_mapping
+from dspex_cluster.cluster.load_balancer import NO_ADVICE, NO_SUITABLE, LoadBalancer
+from dspex_cluster.cluster.terms import as_mapping, atom_list, number
 from dspex_cluster.cluster.view import NodeState
 from dspex_cluster.signals import Signal
 
@@ -284,3 +289,113 @@ def test_column_filter_is_the_per_candidate_filter() -> None:
         unique = list({m["node"]: m for m in maps}.values())  # the table: one row per node
         want = [x["node"] for x in unique if eligible(x, as_mapping(c))]
         assert sorted(table_eligible(unique, c)) == sorted(want), (trial, c)
+
+
+def reference_inputs(lb: LoadBalancer, spec: Any, constraints: Any, cands: list[Any]) -> Any:
+    """The model's inputs built the plain way, one candidate map at a time (the load
+    balancer's former loop): (features, mask), or None when no candidate is eligible."""
+    c = merged_constraints(spec, constraints)
+    ok = compile_filter(c)
+    python_ok = Atom("python") in atom_list(c.get("kinds"))
+    kind_ok = [x for x in cands if python_ok or x.get("kind") != "python"]
+    chosen = [x for x in kind_ok if ok(x)]
+    if not any(x.get("status") == "up" for x in kind_ok):
+        chosen = [
+            x for x in kind_ok if x.get("status") == "suspect" and ok({**x, "status": Atom("up")})
+        ]
+    if not chosen:
+        return None
+    n = len(lb.index)
+    features = np.zeros((n, 7))
+    features[:, 2] = 1.0
+    mask = np.zeros(n, dtype=bool)
+    now = time.monotonic()
+    for x in chosen:
+        row = lb.index[x["node"]]
+        capacity = number(x.get("capacity")) or lb.schedulers.get(x["node"], 1.0)
+        cpu = min(max(number(x.get("cpu"), 0.0) or 0.0, 0.0), 1.0)
+        busy = number(x.get("scheduler_utilization"))
+        busy = cpu if busy is None else min(max(busy, 0.0), 1.0)
+        rtt = number(x.get("rtt_ms"))
+        features[row] = (
+            cpu,
+            number(x.get("memory"), 0.0),
+            capacity,
+            0.0,
+            lb._in_flight(x["node"], now) + busy * capacity,
+            capability_match(x, c),
+            0.5 if rtt is None else 1.0 - 1.0 / (1.0 + rtt / 10.0),
+        )
+        mask[row] = True
+    return features, mask
+
+
+def _spy(choose: Any, seen: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+    """`choose`, recording the (features, mask) it is given."""
+
+    def spy(features: Any, task: Any = None, mask: Any = None) -> int:
+        seen.append((features.copy(), mask.copy()))
+        return int(choose(features, task, mask))
+
+    return spy
+
+
+def test_vectorised_decisions_see_what_the_plain_loop_sees() -> None:
+    """place and advise hand the model exactly the features and mask that building them one
+    candidate at a time gives (so they choose the same node)."""
+    rng = np.random.default_rng(11)
+    caps = [Atom("gpu"), Atom("ssd")]
+    for trial in range(40):
+        reports = {}
+        for i in range(int(rng.integers(1, 25))):
+            load: dict[str, Any] = {
+                "cpu": float(rng.random()),
+                "memory": float(rng.random()),
+                "free_memory_mb": int(rng.integers(0, 4000)),
+                "agents": int(rng.integers(0, 9)),
+                "capabilities": [cap for cap in caps if rng.random() < 0.5],
+                "rtt_ms": float(rng.random() * 9),
+                "kind": Atom("python") if rng.random() < 0.1 else Atom("beam"),
+            }
+            for key in ("scheduler_utilization", "capacity"):
+                if rng.random() < 0.5:
+                    load[key] = float(rng.integers(0, 3))
+            load = {k: v for k, v in load.items() if rng.random() > 0.1}
+            reports[f"n{i}@h"] = load
+        lb = _lb_with(reports)
+        for node in list(reports)[:2]:
+            lb.on_health(
+                Signal.new(
+                    "cluster.health.data",
+                    {
+                        Atom("node"): Atom(node),
+                        Atom("scheduler_utilization"): {Atom("per_scheduler"): [1, 2, 3]},
+                    },
+                    source="t",
+                )
+            )
+        seen: list[tuple[np.ndarray, np.ndarray]] = []
+        lb.model.choose = _spy(lb.model.choose, seen)  # type: ignore[method-assign]
+        for _ in range(5):
+            c = {}
+            if rng.random() < 0.4:
+                c[Atom("max_cpu")] = float(rng.random())
+            if rng.random() < 0.3:
+                c[Atom("capabilities")] = [caps[int(rng.integers(0, 2))]]
+            if rng.random() < 0.3:
+                c[Atom("prefer_capabilities")] = caps
+            if rng.random() < 0.2:
+                c[Atom("kinds")] = [Atom("python"), Atom("beam")]
+            now = time.monotonic()
+            cands = [s.candidate() for s in lb.view.nodes.values() if s.fresh(now, 5.0)]
+            for call in ("place", "advise"):
+                want = reference_inputs(lb, None, c, cands)
+                seen.clear()
+                got = lb.place(None, c) if call == "place" else lb.advise(None, c, cands)
+                if want is None:
+                    assert got in (NO_SUITABLE, NO_ADVICE) and not seen, (trial, call, c)
+                    continue
+                features, mask = seen[-1]
+                assert np.array_equal(mask, want[1]), (trial, call, c)
+                assert np.allclose(features[mask], want[0][mask], rtol=0, atol=1e-12)
+                assert got[0] == "ok" and mask[lb.index[got[1]]]
