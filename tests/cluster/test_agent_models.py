@@ -209,6 +209,13 @@ def test_a_recent_down_history_raises_the_prediction() -> None:
     assert a["reasons"]["silence"] == pytest.approx(b["reasons"]["silence"], rel=0.2)
     model = flaky[Atom("history_model")]
     assert 0 < model[Atom("probability")] <= 1 and model[Atom("time_to_failure_s")] > 0
+    # the model is rebuilt from the last history_window_s: the down stays while in it
+    fp._new_hazard(time.time())
+    assert fp.failures == 1
+    again = fp.predictions()[Atom("flaky@h")][Atom("reasons")][Atom("history")]
+    assert again == pytest.approx(flaky[hist[0]][hist[1]], rel=0.05)
+    fp._new_hazard(time.time() + fp.config.history_window_s + 60)  # and leaves after it
+    assert fp.failures == 0 and set(fp.first_seen) == {Atom("steady@h"), Atom("flaky@h")}
 
 
 def vector_eligible(cands: list[Any], c: Any) -> list[Atom]:

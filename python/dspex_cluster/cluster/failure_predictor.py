@@ -23,9 +23,11 @@ independent risks, P = 1 - prod(1 - p_i):
     p = s x `anomaly_risk`.
   * **history** — the failure-history hazard model of `dspex_cluster.skills.failure`
     (`FailurePredictor`: Weibull renewal with per-node frailty, refitted every
-    `history_refit_s`): each down period (`cluster.node.down` until the node is back: `up`, or
-    reporting again) is recorded with `observe_failure(node, down_ts, back_ts)` on the wall
-    clock, and p = its `history_probability` of a failure starting within the horizon. A node
+    `history_refit_s` on the last `history_window_s` to `2 x history_window_s` of history, so a
+    refit's cost stays bounded in a long-running cluster): each down period
+    (`cluster.node.down` until the node is back: `up`, or reporting again) is recorded with
+    `observe_failure(node, down_ts, back_ts)` on the wall clock, and p = its
+    `history_probability` of a failure starting within the horizon. A node
     just back from a failure, or one that failed often, scores higher (decreasing hazard).
     Until the cluster has seen a first failure the model has nothing to fit, and p is the
     prior q below.
@@ -93,6 +95,9 @@ class FailureConfig:
     phi_threshold: float = 8.0
     forget_after_s: float = 120.0  # a node silent this long (and never reported down) is gone
     history_refit_s: float = 600.0  # the hazard model's refit grid
+    # the hazard model is rebuilt from the last window of history this often: a refit costs
+    # time in nodes x (history / horizon) and runs on the agents' event loop
+    history_window_s: float = 6 * 3600.0
     health_sample_s: float = 1.0  # health fed to the hazard model at most this often per node
     health_window_s: float = 60.0  # and kept this long (its trend window)
 
@@ -180,16 +185,36 @@ class FailurePredictor(Agent):
         self.config = config or FailureConfig()
 
     def setup(self) -> None:
-        c = self.config
         self.nodes: dict[Atom, NodeRisk] = {}
         self.published: list[Signal] = []
+        self.first_seen: dict[Atom, float] = {}  # wall clock
+        self.failure_log: list[tuple[Atom, float, float]] = []  # (node, down, back), wall
+        self._new_hazard(time.time())
+
+    def _new_hazard(self, wall: float) -> None:
+        """A hazard model from the last `history_window_s` of history: nodes in production
+        since they were first seen (or the window's start), the failures that started in it."""
+        c = self.config
         self.hazard = HazardPredictor(
             horizon_s=c.horizon_s,
             refit_interval_s=c.history_refit_s,
             resources={"memory": 1.0},
             health_window_s=c.health_window_s,
         )
-        self.failures = 0  # down periods recorded in the hazard model
+        self.hazard_since = wall
+        lo = wall - c.history_window_s
+        self.failure_log = [f for f in self.failure_log if f[1] >= lo]
+        keep = set(self.nodes) | {f[0] for f in self.failure_log}  # forgotten nodes go
+        self.first_seen = {n: t for n, t in self.first_seen.items() if n in keep}
+        for node, first in self.first_seen.items():
+            self.hazard.add_node(node, since_ts=max(first, lo))
+        for node, down, back in self.failure_log:
+            self.hazard.observe_failure(node, down, back)
+
+    @property
+    def failures(self) -> int:
+        """Down periods in the hazard model."""
+        return len(self.failure_log)
 
     def routes(self) -> list[Route]:
         return [
@@ -218,8 +243,8 @@ class FailurePredictor(Agent):
         risk = self.nodes.get(node)
         if risk is None:
             risk = self.nodes[node] = NodeRisk(self.config)
-            if node not in self.hazard._nodes:  # a node seen again after it was forgotten
-                self.hazard.add_node(node, since_ts=time.time())
+            first = self.first_seen.setdefault(node, time.time())
+            self.hazard.add_node(node, since_ts=first)
         return risk
 
     def _went_down(self, r: NodeRisk) -> None:
@@ -232,8 +257,9 @@ class FailurePredictor(Agent):
         """The down period is over: one failure for the hazard model."""
         r.down = False
         if r.down_since is not None:
-            self.hazard.observe_failure(node, r.down_since, time.time())
-            self.failures += 1
+            back = time.time()
+            self.failure_log.append((node, r.down_since, back))
+            self.hazard.observe_failure(node, r.down_since, back)
             r.down_since = None
 
     def _feed_health(self, node: Atom, r: NodeRisk, memory: float | None) -> None:
@@ -322,6 +348,8 @@ class FailurePredictor(Agent):
     def history_probabilities(self, nodes: list[Atom], wall: float) -> dict[Atom, float]:
         """The hazard model's P(a failure starts within the horizon), all nodes in one pass;
         empty until a first failure was recorded (nothing to fit yet)."""
+        if wall - self.hazard_since > self.config.history_window_s:
+            self._new_hazard(wall)
         if not self.failures or not nodes:
             return {}
         p = self.hazard.history_probability(nodes, wall)
