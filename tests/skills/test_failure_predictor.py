@@ -168,3 +168,14 @@ def test_heartbeat_jitter_growth_raises_risk() -> None:
         fp.observe_health("leaky", ts, {"heartbeat_interval_s": 0.2 + jitter * abs(rng.normal())})
         fp.observe_health("healthy", ts, {"heartbeat_interval_s": 0.2 + 0.002 * abs(rng.normal())})
     assert fp.predict("leaky", now) > fp.predict("healthy", now) + 0.3
+
+
+def test_no_failure_seen_yet_gives_a_small_prior_not_an_error() -> None:
+    # A live cluster starts with no failure history: the model must still answer.
+    fp = FailurePredictor(horizon_s=86400)
+    fp.observe_health("a", 100.0, {"memory": 0.5})
+    p = fp.predict("a", 1000.0)
+    assert 0.0 < p < 0.05
+    assert fp.time_to_failure("a", 1000.0) > 86400
+    fp.observe_failure("b", 10.0, 20.0)
+    assert fp.predict("b", 2000.0) > fp.predict("a", 2000.0)

@@ -225,8 +225,8 @@ class FailureHistory:
         idx = self.by_node.index_before(np.arange(n_nodes), np.full(n_nodes, cutoff_s))
         first = self.by_node.first_index(np.arange(n_nodes))
         has = idx > first
-        last = np.where(has, self.fail_start_s[np.maximum(idx - 1, 0)], np.nan)
-        cens_days = (cutoff_s - last[has]) / DAY_S
+        # indexed only where a failure exists: with no failure at all there is nothing to index
+        cens_days = (cutoff_s - self.fail_start_s[idx[has] - 1]) / DAY_S
         cens_sys = self.nodes.system[has]
         durations = np.concatenate([self._gap_days[gaps_obs], cens_days])
         observed = np.concatenate(
