@@ -13,6 +13,8 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,21 @@ COLLECTOR = (
     "{get, From} -> From ! {collected, lists:reverse(Acc)}, Collect(Acc); "
     "{signal, S} -> Collect([S | Acc]) end end"
 )
+
+
+@contextmanager
+def connected_app_nodes(epmd_port: int, prefixes: tuple[str, ...]) -> Iterator[list[ErlNode]]:
+    """App nodes, one per prefix, connected to each other; all stopped on exit."""
+    nodes: list[ErlNode] = []
+    try:
+        for prefix in prefixes:
+            nodes.append(start_app_node(epmd_port, COOKIE, prefix))
+        for other in nodes[1:]:
+            assert nodes[0].eval(f"net_kernel:connect_node('{other.name}')") is True
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 def start_collector(beam: ErlNode, name: str, pattern: str) -> None:

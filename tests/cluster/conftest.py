@@ -13,7 +13,7 @@ import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
 
-from beam_app import COOKIE, interop_conftest, start_app_node  # noqa: E402
+from beam_app import COOKIE, connected_app_nodes, interop_conftest  # noqa: E402
 from otp import ErlNode, unique  # noqa: E402
 
 from dspex_cluster.cluster import (  # noqa: E402
@@ -43,15 +43,8 @@ def fast_settings() -> AgentSettings:
 @pytest.fixture(scope="module")
 def beams(epmd) -> Iterator[list[ErlNode]]:  # type: ignore[no-untyped-def]
     """Two connected BEAM nodes running :dspex_cluster."""
-    nodes: list[ErlNode] = []
-    try:
-        for prefix in ("ba", "bb"):
-            nodes.append(start_app_node(epmd.port, COOKIE, prefix))
-        assert nodes[0].eval(f"net_kernel:connect_node('{nodes[1].name}')") is True
+    with connected_app_nodes(epmd.port, ("ba", "bb")) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beam_app import COOKIE, interop_conftest, start_app_node  # noqa: E402
+from beam_app import COOKIE, connected_app_nodes, interop_conftest  # noqa: E402
 from e2e_cluster import AgentNodeProcess, connect  # noqa: E402
 from otp import ErlNode, unique  # noqa: E402
 
@@ -24,15 +24,8 @@ pytestmark = pytest.mark.otp
 
 @pytest.fixture(scope="module")
 def beams(epmd) -> Iterator[list[ErlNode]]:  # type: ignore[no-untyped-def]
-    nodes: list[ErlNode] = []
-    try:
-        for prefix in ("ea", "eb"):
-            nodes.append(start_app_node(epmd.port, COOKIE, prefix))
-        assert nodes[0].eval(f"net_kernel:connect_node('{nodes[1].name}')") is True
+    with connected_app_nodes(epmd.port, ("ea", "eb")) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 @pytest.fixture(scope="module")
