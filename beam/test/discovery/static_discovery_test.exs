@@ -78,4 +78,35 @@ defmodule DSPEx.Clustering.Discovery.StaticDiscoveryTest do
     assert [:join, :leave] ==
              for(%{node: ^b, event: e} <- Support.pcall(pa, NodeDiscovery, :history, []), do: e)
   end
+
+  test "a node whose agent starts after it connected is revalidated and becomes a member" do
+    Support.ensure_epmd()
+    u = Support.uniq()
+    cookie = "late#{u}"
+    {pa, a} = Support.start_peer("lta#{u}", cookie)
+    {pb, b} = Support.start_peer("ltb#{u}", cookie)
+    Support.start_discovery(pa, cluster_name: "late-#{u}")
+    # b connects before its discovery agent runs (as a node does while its application starts):
+    # a's hello finds no agent there, so a holds b as unmanaged
+    assert Support.pcall(pb, Node, :connect, [a])
+
+    assert Support.wait_until(fn ->
+             match?(
+               %{status: :unmanaged},
+               Support.pcall(pa, NodeDiscovery, :topology, []).members[b]
+             )
+           end)
+
+    # b's agent starts and says hello: a validates b again
+    Support.start_discovery(pb, cluster_name: "late-#{u}")
+
+    for {peer, other} <- [{pa, b}, {pb, a}] do
+      assert Support.wait_until(fn ->
+               match?(
+                 %{status: :member},
+                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
+               )
+             end)
+    end
+  end
 end

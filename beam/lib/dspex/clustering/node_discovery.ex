@@ -339,6 +339,18 @@ defmodule DSPEx.Clustering.NodeDiscovery do
   def handle_event({:dspex_nd, :unblock, n}, state), do: {:ok, [], unblock(n, state)}
   def handle_event(:dspex_announce, state), do: {:ok, [announce(state)], state}
 
+  def handle_event({:dspex_nd, :revalidate, n}, state) do
+    case state.members do
+      %{^n => %{status: :unmanaged, kind: kind}} ->
+        if Map.has_key?(state.validating, n),
+          do: {:ok, [], state},
+          else: {:ok, [], validate(n, kind, %{state | members: Map.delete(state.members, n)})}
+
+      _ ->
+        {:ok, [], state}
+    end
+  end
+
   def handle_event(:dspex_rescan, state) do
     sup = Process.whereis(supervisor_name(state.name))
 

@@ -24,6 +24,18 @@ defmodule DSPEx.Clustering.Discovery.Actions.Hello do
       "discovery: hello from #{params.node} (#{params.cluster_name} #{params.version})"
     )
 
+    # A node held as unmanaged (its agent was not up when we asked, or did not answer in time)
+    # has just shown that it runs one: validate it again rather than keep the stale verdict.
+    peer = params.node
+
+    case state.members do
+      %{^peer => %{status: :unmanaged}} ->
+        send(self(), {:dspex_nd, :revalidate, peer})
+
+      _ ->
+        :ok
+    end
+
     {:ok, DSPEx.Clustering.NodeDiscovery.self_info(state)}
   end
 end
