@@ -126,14 +126,15 @@ defmodule DSPEx.Clustering.LauncherTest do
 
     PeerNode.eventually(
       fn ->
-        connected = :erpc.call(first, Node, :list, [])
+        connected = call_while_booting(first, Node, :list, [])
         Enum.all?(others, &(&1 in connected))
       end,
       30_000
     )
 
     PeerNode.eventually(fn ->
-      up = for m <- :erpc.call(first, DSPEx.Clustering, :members, []), m.status == :up, do: m.node
+      members = call_while_booting(first, DSPEx.Clustering, :members, [])
+      up = for m <- members, m.status == :up, do: m.node
       Enum.all?(nodes, &(&1 in up))
     end)
 
@@ -148,6 +149,15 @@ defmodule DSPEx.Clustering.LauncherTest do
     for port <- ports do
       assert_receive {^port, {:exit_status, 0}}, 20_000
     end
+  end
+
+  # A node is reachable before its application has started (its modules are undefined and its
+  # servers missing until then), and `global` may briefly cut this test node off while the
+  # launched nodes mesh with each other: all of it means "not yet" here; the caller polls again.
+  defp call_while_booting(node, mod, fun, args) do
+    :erpc.call(node, mod, fun, args)
+  catch
+    kind, _reason when kind in [:error, :exit] -> []
   end
 
   # OS processes (pid and arguments) whose command line contains `secret`.
