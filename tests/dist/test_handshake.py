@@ -10,6 +10,7 @@ import pytest
 from dspex_cluster.dist import flags as F
 from dspex_cluster.dist.handshake import (
     AcceptorHandshake,
+    AliveAsked,
     Established,
     HandshakeError,
     InitiatorHandshake,
@@ -96,15 +97,37 @@ def test_initiator_stops_on_refusal(status: str) -> None:
         ini.receive_data(raw)
 
 
-def test_alive_status_gets_strue_and_continues() -> None:
+def test_alive_answered_true_continues() -> None:
     ini, acc = pair()
     acc.receive_data(ini.data_to_send())
     acc.send_status("alive")
-    assert ini.receive_data(acc.data_to_send()) == []
-    assert acc.receive_data(ini.data_to_send()) == []  # strue -> challenge
+    (asked,) = ini.receive_data(acc.data_to_send())
+    assert isinstance(asked, AliveAsked) and asked.peer_name == acc.name
+    assert ini.answer_alive(True) == []
+    assert ini.data_to_send() == b"\x00\x05strue"
+    assert acc.receive_data(b"\x00\x05strue") == []  # -> challenge
     ini.receive_data(acc.data_to_send())
     (done,) = acc.receive_data(ini.data_to_send())
     assert isinstance(done, Established)
+
+
+def test_alive_answered_false_ends_both_sides() -> None:
+    # net_kernel's is_pending said no: a connection of ours came up while this one was set up
+    ini, acc = pair()
+    acc.receive_data(ini.data_to_send())
+    acc.send_status("alive")
+    ini.receive_data(acc.data_to_send())
+    with pytest.raises(HandshakeError, match="already connected"):
+        ini.answer_alive(False)
+    assert ini.data_to_send() == b"\x00\x06sfalse"
+    with pytest.raises(HandshakeError, match="gave up"):
+        acc.receive_data(b"\x00\x06sfalse")
+
+
+def test_answer_alive_only_when_asked() -> None:
+    ini, _acc = pair()
+    with pytest.raises(HandshakeError, match="answer_alive in state"):
+        ini.answer_alive(True)
 
 
 def test_ok_simultaneous_continues() -> None:

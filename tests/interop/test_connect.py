@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
 import pytest
 from otp import Epmd, ErlNode, beval, unique
@@ -126,6 +127,53 @@ async def test_simultaneous_connect_resolves_to_one_connection(beam: ErlNode, ep
         finally:
             await node.stop()
         await asyncio.sleep(0.2)
+
+
+async def test_racing_connects_never_drop_a_connection_the_beam_saw_up(
+    beam: ErlNode, epmd: Epmd
+) -> None:
+    """Both sides connect at nearly the same moment, over and over. A BEAM node must never see
+    the connection go down except when we close it: a nodedown there makes `global` cut the
+    node off cluster-wide. (Our dial overtaken by the BEAM's own connection used to answer
+    "alive" with true, which made the BEAM kill the connection it already had up.)"""
+    rng = random.Random(7)
+    for prefix in ("aaa", "zzz"):  # below and above the BEAM node's name
+        node = Node(f"{unique(prefix)}@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port)
+        await node.start()
+        counter = f"downs_{node.alive}"
+        await beval(
+            beam,
+            f"register({counter}, spawn(fun() -> net_kernel:monitor_nodes(true, "
+            f"[{{node_type, all}}]), (fun L(N) -> receive "
+            f"{{nodedown, '{node.name}', _}} -> L(N + 1); "
+            f"{{get, P}} -> P ! {{downs, N}}, L(N); _ -> L(N) end end)(0) end)), ok",
+        )
+
+        async def py_connect(delay: float, node: Node = node) -> bool:
+            await asyncio.sleep(delay)
+            return await node.connect(beam.name)
+
+        try:
+            for closed_by_us in range(25):
+                ours, theirs = await asyncio.gather(
+                    py_connect(rng.uniform(0, 0.008)),
+                    beval(beam, f"net_kernel:connect_node('{node.name}')"),
+                )
+                assert ours is True and theirs is True
+                await asyncio.sleep(0.05)
+                downs = await beval(
+                    beam, f"{counter} ! {{get, self()}}, receive {{downs, N}} -> N end"
+                )
+                assert downs == closed_by_us, f"the BEAM node lost us {downs - closed_by_us}x"
+                assert node.nodes() == [Atom(beam.name)]
+                await node.disconnect(beam.name)
+                for _ in range(100):
+                    if node.name not in await beval(beam, "nodes(hidden)"):
+                        break
+                    await asyncio.sleep(0.01)
+        finally:
+            await beval(beam, f"exit(whereis({counter}), kill)")
+            await node.stop()
 
 
 async def test_python_to_python_and_peer_restart(epmd: Epmd) -> None:

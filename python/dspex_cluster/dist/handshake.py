@@ -2,7 +2,8 @@
 
 Usage (either side): feed received bytes with `receive_data`, send what `data_to_send` returns,
 act on the returned events. The acceptor pauses after `PeerNamed` until the owner calls
-`send_status` (the owner knows about simultaneous connects and existing connections).
+`send_status`, the initiator after `AliveAsked` until it calls `answer_alive` (the owner knows
+about simultaneous connects and existing connections).
 Messages are framed with a 2-byte length until the handshake is done.
 """
 
@@ -53,7 +54,15 @@ class Established:
     leftover: bytes
 
 
-Event = PeerNamed | Established
+@dataclass(frozen=True)
+class AliveAsked:
+    """Initiator: the peer holds a connection to us that it believes is up; call answer_alive
+    next (True only if this attempt is still the one we want, as net_kernel's is_pending)."""
+
+    peer_name: str
+
+
+Event = PeerNamed | AliveAsked | Established
 
 
 class _State(Enum):
@@ -61,6 +70,7 @@ class _State(Enum):
     AWAIT_STATUS_DECISION = auto()
     AWAIT_ALIVE_ANSWER = auto()
     AWAIT_STATUS = auto()
+    AWAIT_ALIVE_DECISION = auto()
     AWAIT_CHALLENGE = auto()
     AWAIT_COMPLEMENT = auto()
     AWAIT_REPLY = auto()
@@ -103,7 +113,7 @@ class _Machine:
         self._buf += data
         events: list[Event] = []
         while len(self._buf) >= 2 and self.state is not _State.DONE:
-            if self.state is _State.AWAIT_STATUS_DECISION:
+            if self.state in (_State.AWAIT_STATUS_DECISION, _State.AWAIT_ALIVE_DECISION):
                 break  # the owner must decide first; keep the bytes
             (n,) = struct.unpack_from(">H", self._buf, 0)
             if n == 0 or n > MAX_HANDSHAKE_MESSAGE:
@@ -159,9 +169,8 @@ class InitiatorHandshake(_Machine):
             if self.status in ("ok", "ok_simultaneous"):
                 self.state = _State.AWAIT_CHALLENGE
             elif self.status == "alive":
-                # We only dial when we hold no connection: the old one is stale.
-                self._send(b"strue")
-                self.state = _State.AWAIT_CHALLENGE
+                self.state = _State.AWAIT_ALIVE_DECISION
+                return AliveAsked(self.expected_peer)
             else:  # nok, not_allowed, or anything unknown
                 raise self._fail(f"peer {self.expected_peer} refused the connection: {self.status}")
             return None
@@ -185,6 +194,19 @@ class InitiatorHandshake(_Machine):
                 raise self._fail(f"{self.peer_name} failed our challenge (cookie mismatch)")
             return self._established()
         raise self._fail(f"unexpected message in state {self.state.name}")
+
+
+    def answer_alive(self, still_pending: bool) -> list[Event]:
+        """Answer `alive`: true makes the peer drop its old connection and carry on with this
+        one; false ends this attempt (a connection of ours came up meanwhile)."""
+        if self.state is not _State.AWAIT_ALIVE_DECISION:
+            raise HandshakeError(f"answer_alive in state {self.state.name}")
+        if not still_pending:
+            self._send(b"sfalse")
+            raise self._fail(f"{self.expected_peer} is already connected to us")
+        self._send(b"strue")
+        self.state = _State.AWAIT_CHALLENGE
+        return self.receive_data(b"")
 
 
 class AcceptorHandshake(_Machine):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from dspex_cluster.dist.framing import TICK_FRAME, FrameReader
 from dspex_cluster.dist.handshake import (
     AcceptorHandshake,
+    AliveAsked,
     Established,
     HandshakeError,
     InitiatorHandshake,
@@ -44,7 +45,7 @@ class DistConnection(asyncio.Protocol):
         self.established: asyncio.Future[DistConnection] = node.loop.create_future()
         self.closed = False
         self.close_reason: str | None = None
-        self.superseded = False  # an outgoing attempt dropped for a simultaneous incoming one
+        self.superseded = False  # an attempt dropped for another connection to the same peer
         self.refused_nok = False  # the peer answered nok: its own attempt towards us wins
         self._wbuf: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -137,6 +138,17 @@ class DistConnection(asyncio.Protocol):
                 if status not in ("ok", "ok_simultaneous", "alive"):
                     self._handshake_failed(f"refused {event.name}: {status}", quiet=True)
                     return
+                self._handshake_events(more)
+                return
+            if isinstance(event, AliveAsked):
+                assert isinstance(hs, InitiatorHandshake)
+                try:
+                    more = hs.answer_alive(self.node._still_pending(self))
+                except HandshakeError as err:  # sfalse: a connection of ours is already up
+                    self._write_raw(hs.data_to_send())
+                    self._handshake_failed(str(err), quiet=True)
+                    return
+                self._write_raw(hs.data_to_send())
                 self._handshake_events(more)
                 return
             if isinstance(event, Established):

@@ -47,12 +47,19 @@ def read_cookie(cookie_file: str | os.PathLike[str] | None = None) -> str:
 
 
 class _PendingConnect:
-    """A connection being set up: queued frames and everyone waiting for it."""
+    """A connection to one peer being set up: queued frames and everyone waiting for it.
+
+    As in net_kernel there is one entry per peer, whichever side started it; `owner` is the
+    connection whose handshake currently counts (our dial or the peer's), so that we never dial
+    a peer that is already dialling us, and a dial overtaken by the peer's answers "alive" with
+    false instead of tearing down a connection the peer already has up.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.future: asyncio.Future[DistConnection] = loop.create_future()
+        self.future.add_done_callback(_retrieve)
         self.queue: list[bytes] = []
-        self.outgoing: DistConnection | None = None
+        self.owner: DistConnection | None = None
         self.task: asyncio.Task[None] | None = None
 
 
@@ -614,35 +621,38 @@ class Node:
         pending = self._pending.get(node)
         if pending is None:
             pending = self._pending[node] = _PendingConnect(self.loop)
-            pending.future.add_done_callback(_retrieve)
             pending.task = self.loop.create_task(self._dial(node, pending), name=f"dial {node}")
         return pending
 
     async def _dial(self, node: Atom, pending: _PendingConnect) -> None:
+        conn: DistConnection | None = None
         try:
             alive, _, host = node.partition("@")
             if not host:
                 raise ValueError(f"bad node name {node!r}")
             info = await epmd_client.port_please(host, alive, self.epmd_port, self.setup_time)
-            conn = DistConnection(self, node)
-            pending.outgoing = conn
+            if pending.owner is not None or self._pending.get(node) is not pending:
+                return  # the peer dialled us meanwhile: its connection is the one set up
+            conn = pending.owner = DistConnection(self, node)
             await asyncio.wait_for(
                 self.loop.create_connection(lambda: conn, host, info.port), self.setup_time
             )
             try:
                 await asyncio.wait_for(asyncio.shield(conn.established), self.setup_time)
             except ConnectionError:
-                if not (conn.superseded or conn.refused_nok):
+                if not conn.refused_nok or pending.owner is not conn:
                     raise
-                # a simultaneous connect: the peer's own attempt towards us carries on
+                # nok: the peer's own attempt towards us wins; wait for it to arrive
+                pending.owner = None
                 await asyncio.wait_for(asyncio.shield(pending.future), self.setup_time)
         except asyncio.CancelledError:
             self._fail_pending(node, pending, "node stopping")
             raise
         except Exception as err:
-            if not pending.future.done():
+            if self._pending.get(node) is pending and pending.owner in (None, conn):
                 log.warning("cannot connect to %s: %s", node, err or type(err).__name__)
-            self._fail_pending(node, pending, str(err))
+                self._fail_pending(node, pending, str(err) or type(err).__name__)
+            # otherwise the peer's connection took over and settles `pending` itself
 
     def _fail_pending(self, node: Atom, pending: _PendingConnect, why: str) -> None:
         if self._pending.get(node) is pending:
@@ -652,7 +662,8 @@ class Node:
             self._nodedown(node, NOCONNECTION)
 
     def _accept_status(self, conn: DistConnection, peer: Atom) -> str:
-        """The acceptor's answer to a name, resolving simultaneous connects as net_kernel does."""
+        """The acceptor's answer to a name, resolving simultaneous connects as net_kernel does:
+        the greater node name keeps its own attempt."""
         if not self.started:
             return "not_allowed"
         if peer == self.name:
@@ -661,15 +672,25 @@ class Node:
         if existing is not None and existing is not conn:
             return "alive"
         pending = self._pending.get(peer)
-        if pending is not None and pending.outgoing is not None and not pending.outgoing.is_up:
-            if self.name > peer:
-                log.info("simultaneous connect with %s: ours wins (nok)", peer)
-                return "nok"
-            log.info("simultaneous connect with %s: theirs wins (ok_simultaneous)", peer)
-            pending.outgoing.superseded = True
-            pending.outgoing.close(abort=True)
-            return "ok_simultaneous"
-        return "ok"
+        if pending is None:
+            pending = self._pending[peer] = _PendingConnect(self.loop)
+            pending.owner = conn
+            return "ok"
+        if self.name > peer:
+            log.info("simultaneous connect with %s: ours wins (nok)", peer)
+            return "nok"
+        log.info("simultaneous connect with %s: theirs wins (ok_simultaneous)", peer)
+        old, pending.owner = pending.owner, conn
+        if old is not None:
+            old.superseded = True
+            old.close(abort=True)
+        return "ok_simultaneous"
+
+    def _still_pending(self, conn: DistConnection) -> bool:
+        """The initiator's answer to "alive" (net_kernel's is_pending): is this dial still the
+        attempt we want? Not if a connection of ours came up or another attempt took over."""
+        pending = self._pending.get(conn.peer_name) if conn.peer_name is not None else None
+        return pending is not None and pending.owner is conn
 
     def _connection_up(self, conn: DistConnection) -> None:
         peer = conn.peer_name
@@ -685,6 +706,9 @@ class Node:
         log.info("connected to %s (%s, %s)", peer, kind, "out" if conn.initiator else "in")
         pending = self._pending.pop(peer, None)
         if pending is not None:
+            if pending.owner is not None and pending.owner is not conn:
+                pending.owner.superseded = True
+                pending.owner.close(abort=True)
             for frame in pending.queue:
                 conn.send_frame(frame)
             if not pending.future.done():
@@ -694,6 +718,11 @@ class Node:
 
     def _handshake_ended(self, conn: DistConnection, why: str) -> None:
         """A connection closed before its handshake finished (the dialler handles its own)."""
+        if conn.initiator or conn.peer_name is None:
+            return
+        pending = self._pending.get(conn.peer_name)
+        if pending is not None and pending.owner is conn:
+            self._fail_pending(conn.peer_name, pending, why)
 
     def _connection_down(self, conn: DistConnection, why: str) -> None:
         peer = conn.peer_name
