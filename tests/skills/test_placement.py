@@ -230,3 +230,65 @@ def test_equal_nodes_measured_roughly_share_one_speed() -> None:
     pooled_spread = float(np.std(np.log(model.speed)))
     assert raw_spread > 0.1
     assert pooled_spread < 0.5 * raw_spread
+
+
+def test_a_task_running_past_its_predicted_end_caps_the_speed_estimate() -> None:
+    model = PlacementModel(3, seed=0, optimism=0.0)
+    for i in range(3):
+        model.observe_run(i, 1.0, 1.0)  # every node looks like speed 1
+    model.bound_speed(1, 10.0, 5.0)  # 10 s of work, still running after 5 s: no news
+    assert model.speed[1] == pytest.approx(1.0, rel=0.01)
+    model.bound_speed(1, 10.0, 40.0)  # still running after 40 s: speed < 0.25 (+ margin)
+    assert model.speed[1] < 0.27
+    assert model.finish_by_ready(np.zeros(3), 0.0, 1.0).argmax() == 1
+    model.observe_run(1, 1.0, 1.0)  # a finished run replaces the bound
+    assert model.speed[1] > 0.5
+
+
+def test_learned_placer_notices_a_slow_node_before_anything_finishes_there() -> None:
+    from dspex_cluster.skills.placement import LearnedPlacer
+
+    placer = LearnedPlacer([1, 1], seed=0, tail_quantile=None)
+    a = placer.place(0.0, "a", 10.0)  # both nodes unknown: one of them
+    placer.sync(30.0, started=lambda i: {"a": 0.0} if i == a else {})  # 30 s and not done
+    assert placer.model.speed[a] < 0.4
+    assert placer.place(30.0, "b", 10.0) != a
+    assert placer.ready_at[a] > 30.0  # a's slot is predicted busy a while longer
+
+
+def learned_heterogeneous_placer(**options: float | None) -> tuple[object, np.ndarray]:
+    from dspex_cluster.skills.placement import LearnedPlacer
+
+    speeds = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 0.6, 0.8, 1.8])
+    placer = LearnedPlacer([1] * speeds.size, seed=0, **options)
+    for i, s in enumerate(speeds):
+        placer.model.observe_run(i, 1.0, 1.0 / s)  # one exact run on every node
+    # many short tasks (all finished): the placer's latency history, p99 ~ 1 s
+    for k in range(400):
+        i = placer.place(10.0 + k, k, 1.0)
+        placer.finished(i, k, 1.0 / speeds[i])
+        placer.sync(11.0 + k, started=lambda i: {})
+    return placer, speeds
+
+
+def test_a_task_bound_for_the_tail_anyway_leaves_the_fast_nodes_free() -> None:
+    placer, speeds = learned_heterogeneous_placer()
+    assert placer.tail_latency_s < 2.0
+    before = placer.tail_placements  # ~1 % of the short tasks were in the tail too
+    i = placer.place(500.0, "huge", 50.0)  # >= 25 s anywhere: in the tail whatever happens
+    assert speeds[i] <= np.median(speeds)
+    assert 50.0 / speeds[i] <= 3.0 * 50.0 / speeds.max()  # within tail_stretch of its best
+    assert placer.tail_placements == before + 1
+    j = placer.place(500.0, "small", 1.0)  # a task that can meet the p99 gets the fastest
+    assert speeds[j] == speeds.max()
+    off, _ = learned_heterogeneous_placer(tail_quantile=None)
+    assert speeds[off.place(500.0, "huge", 50.0)] == speeds.max()
+
+
+def test_learned_placer_refuses_bad_tail_options() -> None:
+    from dspex_cluster.skills.placement import LearnedPlacer
+
+    with pytest.raises(ValueError):
+        LearnedPlacer([1], tail_quantile=1.0)
+    with pytest.raises(ValueError):
+        LearnedPlacer([1], tail_stretch=0.5)

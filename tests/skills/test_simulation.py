@@ -109,3 +109,23 @@ def test_bad_inputs_are_refused() -> None:
         simulate("random", [{"speed": 1.0}], [(0.0, 1.0)], [(0.0, 5, "slowdown", 2.0)])
     with pytest.raises(ValueError):
         simulate("random", [{"speed": 1.0}], [(0.0, -1.0)])
+
+
+def test_tail_rule_changes_little_on_equal_nodes() -> None:
+    # every node is in the "slower half": a tail task still gets (about) its earliest finish
+    rng = np.random.default_rng(0)
+    work = rng.pareto(1.3, 3000) + 1.0
+    arrivals = np.cumsum(rng.exponential(work.mean() / (0.8 * 12), 3000))
+    tasks = np.column_stack([arrivals, work])
+    nodes = [{"speed": 1.0, "cores": 2}] * 6
+    on = simulate("learned", nodes, tasks, seed=0, report_interval_s=0.5)
+    off = simulate(
+        "learned",
+        nodes,
+        tasks,
+        seed=0,
+        report_interval_s=0.5,
+        policy_options={"tail_quantile": None},
+    )
+    assert on["p99_s"] == pytest.approx(off["p99_s"], rel=0.03)
+    assert on["mean_s"] == pytest.approx(off["mean_s"], rel=0.03)

@@ -362,6 +362,8 @@ class PlacementModel:
         self._last_obs = grow(getattr(self, "_last_obs", None), 0.0)
         self._runs = grow(getattr(self, "_runs", None), 0.0)
         self._last_duration = grow(getattr(self, "_last_duration", None), np.nan)
+        # upper bound on a node's log-speed from a task still running past its predicted end
+        self._log_cap = grow(getattr(self, "_log_cap", None), math.inf)
         self._n = n
         self._dirty = True
 
@@ -411,8 +413,9 @@ class PlacementModel:
         # pool by measurement uncertainty (variance after the last run), not by staleness: a node
         # avoided because it is slow keeps its own estimate
         log_speed = self._pooled_log_speed(self._var)
-        self._speed_pt = np.exp(log_speed)
-        self._speed_opt = self._speed_pt * np.exp(self.optimism * self._std)
+        cap = self._log_cap
+        self._speed_pt = np.exp(np.minimum(log_speed, cap))
+        self._speed_opt = np.exp(np.minimum(log_speed + self.optimism * self._std, cap))
         # relative jitter far below any real difference: breaks exact ties without a bias to node 0
         self._refreshes += 1
         if self._refreshes % 32 == 1 or self._jitter.shape[0] != self._n:
@@ -469,8 +472,24 @@ class PlacementModel:
         self._obs += 1
         self._last_obs[i] = self._obs
         self._last_duration[i] = duration_s
+        self._log_cap[i] = math.inf  # a finished run replaces the bound
         self._mean_work += (work - self._mean_work) / min(self._obs, 1000)
         self._dirty = True
+
+    def bound_speed(self, node_idx: int, work: float, running_s: float) -> None:
+        """A task of ``work`` (calibrated, speed-1 seconds) has run ``running_s`` and not finished.
+
+        So the node's speed is below work / running_s (with a margin of two noise deviations for
+        rough estimates). Until the node's next finished run, its estimate, optimistic one
+        included, is capped there: a slow node whose first tasks are long ones would otherwise
+        keep its prior speed (and take more work) for as long as those tasks run.
+        """
+        if not (running_s > 0.0 and work > 0.0) or node_idx >= self._n:
+            return
+        cap = math.log(work / running_s) + 2.0 * math.sqrt(self.noise_var)
+        if cap < self._log_cap[node_idx]:
+            self._log_cap[node_idx] = cap
+            self._dirty = True
 
     def _calibrate(self, x: float, y: float) -> None:
         self._calib_n += 1
@@ -564,10 +583,13 @@ class PlacementModel:
         ``ready_at``: per node, the time a slot is predicted to free up (the simulator keeps a
         virtual FIFO schedule per node); the task finishes at max(ready, now) + work / speed.
         """
+        return int(np.argmin(self.finish_by_ready(ready_at, now, work)))
+
+    def finish_by_ready(self, ready_at: FloatArray, now: float, work: float) -> FloatArray:
+        """Predicted finish time per node, as ``choose_by_ready`` ranks them (jitter included)."""
         if self._dirty:
             self._refresh()
-        pred = np.maximum(ready_at, now) + work / self._speed_opt
-        return int(np.argmin(pred * self._jitter))
+        return (np.maximum(ready_at, now) + work / self._speed_opt) * self._jitter
 
     def speed_estimate(self, node_idx: int) -> float:
         """Point estimate of one node's speed."""
@@ -618,36 +640,103 @@ class LearnedPlacer:
                                                                  # of the tasks running on node i
 
     ``sync`` rebuilds the schedule of every node that finished something since the last sync (new
-    speed estimate, freed slots) or is busier than predicted (pass ``busy`` = busy slots per node).
+    speed estimate, freed slots), is busier than predicted (pass ``busy`` = busy slots per node) or
+    has a task past its predicted end; a task running past its predicted end also caps the node's
+    speed estimate (``PlacementModel.bound_speed``).
+
+    Tail protection. The placer keeps the predicted latencies of its recent placements (a window
+    of ``tail_window``) and their ``tail_quantile`` (0.99: the p99 it protects). A task predicted
+    to exceed that latency even on its best node lands in the tail whatever is done; it takes the
+    earliest finish among the slower half of the nodes (speed estimate at most the median, 5 %
+    tolerance), as long as that is within ``tail_stretch`` x its best latency. The fast nodes stay
+    free for the tasks they can still keep under the quantile; the tail tasks pay for it with
+    their own latency (up to ``tail_stretch`` x). On a cluster of equal nodes every node is in the
+    slower half and the rule changes nothing. ``tail_quantile=None``: earliest finish for all.
     """
 
-    def __init__(self, cores: Sequence[int], *, seed: int = 0, **model_options: Any) -> None:
+    def __init__(
+        self,
+        cores: Sequence[int],
+        *,
+        seed: int = 0,
+        tail_quantile: float | None = 0.99,
+        tail_stretch: float = 3.0,
+        tail_window: int = 10_000,
+        **model_options: Any,
+    ) -> None:
         n = len(cores)
+        if tail_quantile is not None and not 0.0 < tail_quantile < 1.0:
+            raise ValueError("tail_quantile must be in (0, 1) or None")
+        if tail_stretch < 1.0 or tail_window < 1:
+            raise ValueError("need tail_stretch >= 1 and tail_window >= 1")
         self.model = PlacementModel(n, seed=seed, **model_options)
         self.cores = [int(c) for c in cores]
         self._cores_arr = np.asarray(self.cores, dtype=float)
         self._slots: list[list[float]] = [[0.0] * c for c in self.cores]  # heaps of free times
         self.ready_at = np.zeros(n)  # when each node's next slot is predicted to be free
+        self._check_at = np.full(n, math.inf)  # earliest predicted end of a task booked there
         self._outstanding: list[dict[Any, float]] = [{} for _ in range(n)]  # placement order
         self._stale: set[int] = set()
+        self.tail_quantile = tail_quantile
+        self.tail_stretch = float(tail_stretch)
+        self._latencies = np.zeros(int(tail_window))  # ring of predicted latencies
+        self._placed = 0
+        self.tail_latency_s = math.inf  # the protected quantile of predicted latency
+        self.tail_placements = 0  # tasks placed by the tail rule
 
     def place(
         self, now: float, task_id: Any, work: float, feasible_mask: BoolArray | None = None
     ) -> int:
         """Choose a node for the task and book it there; -1 if no node is feasible."""
-        work = self.model.effective_work(float(work))
-        if feasible_mask is None:
-            i = self.model.choose_by_ready(self.ready_at, now, work)
-        else:
+        model = self.model
+        work = model.effective_work(float(work))
+        ready = self.ready_at
+        if feasible_mask is not None:
             if not np.any(feasible_mask):
                 return -1
-            ready = np.where(feasible_mask, self.ready_at, np.inf)
-            i = self.model.choose_by_ready(ready, now, work)
+            ready = np.where(feasible_mask, ready, np.inf)
+        finish = model.finish_by_ready(ready, now, work)
+        i = int(np.argmin(finish))
+        latency = float(finish[i]) - now
+        if latency > self.tail_latency_s:
+            i = self._tail_node(ready, now, work)
+            latency = float(finish[i]) - now
+            self.tail_placements += 1
+        self._record(latency)
         slots = self._slots[i]
-        heapreplace(slots, max(slots[0], now) + work / self.model.speed_estimate(i))
+        end = max(slots[0], now) + work / model.speed_estimate(i)
+        heapreplace(slots, end)
         self.ready_at[i] = slots[0]
+        if end < self._check_at[i]:
+            self._check_at[i] = end
         self._outstanding[i][task_id] = work
         return i
+
+    def _tail_node(self, ready: FloatArray, now: float, work: float) -> int:
+        """Earliest finish on the slower half of the nodes, within tail_stretch x the best latency.
+
+        The slower half: speed estimate at most the median (within 5 %, so equal nodes all count).
+        Point estimates, no optimism: a long task is no probe of an unknown node.
+        """
+        speed = self.model._speed_pt
+        finish = np.maximum(ready, now) + work / speed
+        best = int(np.argmin(finish))
+        bound = now + self.tail_stretch * (float(finish[best]) - now)
+        slow = (speed <= np.median(speed) * 1.05) & (finish <= bound)
+        if not slow.any():
+            return best
+        return int(np.argmin(np.where(slow, finish, np.inf)))
+
+    def _record(self, latency: float) -> None:
+        if self.tail_quantile is None:
+            return
+        w = self._latencies.shape[0]
+        self._latencies[self._placed % w] = latency
+        self._placed += 1
+        # a quantile needs some history; recomputed every 64 placements (amortised O(window/64))
+        if self._placed >= 200 and self._placed % 64 == 0:
+            sample = self._latencies[: min(self._placed, w)]
+            self.tail_latency_s = float(np.quantile(sample, self.tail_quantile))
 
     def finished(
         self, node_idx: int, task_id: Any, run_s: float, work: float | None = None
@@ -673,28 +762,40 @@ class LearnedPlacer:
         if busy is not None:
             late = np.flatnonzero((self.ready_at <= now) & (busy >= self._cores_arr))
             self._stale.update(late.tolist())
+        overdue = np.flatnonzero(self._check_at <= now)
+        if overdue.size:
+            self._stale.update(overdue.tolist())
         for i in self._stale:
             self._rebuild(i, now, started(i))
         self._stale = set()
 
     def _rebuild(self, i: int, now: float, started: Mapping[Any, float]) -> None:
-        s = self.model.speed_estimate(i)
-        slots: list[float] = []
+        model = self.model
+        running: list[tuple[float, float]] = []
         queued: list[float] = []
         for k, w in self._outstanding[i].items():
             st = started.get(k)
             if st is None:
                 queued.append(w)
             else:
-                ran = now - st
-                # running longer than predicted: expect it to go on a while (a quarter of its age)
-                slots.append(now + max(w / s - ran, 0.25 * ran))
+                running.append((w, now - st))
+        s = model.speed_estimate(i)
+        for w, ran in running:
+            if ran > w / s:  # past its predicted end: the node is slower than estimated
+                model.bound_speed(i, w, ran)
+        s = model.speed_estimate(i)
+        # running longer than predicted: expect it to go on a while (a quarter of its age)
+        slots = [now + max(w / s - ran, 0.25 * ran) for w, ran in running]
+        check = min(slots, default=math.inf)
         slots.extend([now] * (self.cores[i] - len(slots)))
         heapify(slots)
         for w in queued:
-            heapreplace(slots, max(slots[0], now) + w / s)
+            end = max(slots[0], now) + w / s
+            heapreplace(slots, end)
+            check = min(check, end)
         self._slots[i] = slots
         self.ready_at[i] = slots[0]
+        self._check_at[i] = check if check > now else math.inf
 
 
 def make_policy(name: str, seed: int = 0, **kwargs: Any) -> Any:
