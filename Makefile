@@ -7,7 +7,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 MIX_BUILD := beam/_build/.compiled
 
-.PHONY: setup run test test-python test-beam test-flaky lint format bench clean
+.PHONY: setup run test test-python test-beam lint format bench clean
 
 setup: $(STAMP) $(MIX_BUILD)
 
@@ -45,10 +45,6 @@ test: setup
 
 test-python: setup
 	@$(PY) -m pytest -q tests
-
-# Tests marked known_flaky (an unfixed intermittent failure each; not part of `make test`).
-test-flaky: setup
-	@$(PY) -m pytest -q -m known_flaky tests
 
 test-beam: setup
 	@cd beam && bin/test
