@@ -292,3 +292,37 @@ def test_learned_placer_refuses_bad_tail_options() -> None:
         LearnedPlacer([1], tail_quantile=1.0)
     with pytest.raises(ValueError):
         LearnedPlacer([1], tail_stretch=0.5)
+
+
+def test_short_tasks_explore_unknown_nodes_long_ones_do_not() -> None:
+    from dspex_cluster.skills.placement import LearnedPlacer
+
+    placer = LearnedPlacer([4, 4], seed=0)
+    for _ in range(5):
+        placer.model.observe_run(0, 1.0, 1.0 / 1.1)  # node 0: speed 1.1, node 1 never seen
+    assert placer.place(0.0, "short", 1.0) == 1  # optimism: the unknown node may be faster
+    assert placer.place(0.0, "long", 20.0) == 0  # the known speed beats the prior's 1.0
+    explorer = LearnedPlacer([4, 4], seed=0, explore_work=100.0)
+    for _ in range(5):
+        explorer.model.observe_run(0, 1.0, 1.0 / 1.1)
+    assert explorer.place(0.0, "long", 20.0) == 1
+
+
+def test_tasks_placed_blind_are_spread_over_the_nodes() -> None:
+    from dspex_cluster.skills.placement import LearnedPlacer
+
+    placer = LearnedPlacer([4] * 5, seed=0)
+    picks = [placer.place(float(k), k, 100.0) for k in range(10)]  # nothing known yet
+    assert np.bincount(picks, minlength=5).tolist() == [2] * 5
+    placer.finished(picks[0], 0, 100.0)
+    assert placer.outstanding(picks[0]) == 1
+
+
+def test_equal_latencies_are_no_tail() -> None:
+    from dspex_cluster.skills.placement import LearnedPlacer
+
+    placer = LearnedPlacer([4] * 50, seed=0)
+    for k in range(1000):
+        placer.place(k * 0.01, k, 2.0)  # every task alike: none is beyond the p99 of the others
+    assert placer.tail_latency_s == pytest.approx(2.0)
+    assert placer.tail_placements == 0

@@ -585,11 +585,29 @@ class PlacementModel:
         """
         return int(np.argmin(self.finish_by_ready(ready_at, now, work)))
 
-    def finish_by_ready(self, ready_at: FloatArray, now: float, work: float) -> FloatArray:
+    def finish_by_ready(
+        self, ready_at: FloatArray, now: float, work: float, explore: bool = True
+    ) -> FloatArray:
         """Predicted finish time per node, as ``choose_by_ready`` ranks them (jitter included)."""
+        return now + self.latency_by_ready(ready_at, now, work, explore)
+
+    def latency_by_ready(
+        self, ready_at: FloatArray, now: float, work: float, explore: bool = True
+    ) -> FloatArray:
+        """Predicted seconds from now until the task would finish, per node (jitter included).
+
+        ``explore=False`` plans with the point speed estimates, without the optimism bonus. The
+        tie-breaking jitter is relative to the latency, not to the clock (epoch times are large).
+        """
         if self._dirty:
             self._refresh()
-        return (np.maximum(ready_at, now) + work / self._speed_opt) * self._jitter
+        speed = self._speed_opt if explore else self._speed_pt
+        return (np.maximum(ready_at - now, 0.0) + work / speed) * self._jitter
+
+    @property
+    def mean_work(self) -> float:
+        """Running mean of the work of the observed runs (speed-1 seconds)."""
+        return self._mean_work
 
     def speed_estimate(self, node_idx: int) -> float:
         """Point estimate of one node's speed."""
@@ -632,12 +650,18 @@ class LearnedPlacer:
     estimates, so between (stale) load reports it predicts, per node, when each slot frees up:
     running tasks finish at start + work / estimated speed, queued ones follow in FIFO order. A new
     task is predicted to finish at max(earliest free slot, now) + work / speed; the earliest wins.
+    Equal predictions (nodes not yet measured) go to the node with the fewest booked tasks per
+    slot, so tasks placed blind are spread rather than stacked on one node.
 
         placer = LearnedPlacer(cores=[4, 4, 8], seed=0)
         node = placer.place(now, task_id, work_estimate)         # decide, remember the task
         placer.finished(node, task_id, run_s)                    # a node reported a finished run
         placer.sync(now, started=lambda i: {task_id: start_s})   # with each report: start times
                                                                  # of the tasks running on node i
+
+    Exploration is for short tasks: a task longer than ``explore_work`` x the mean observed work
+    plans with the point speed estimates, without the model's optimism bonus (trying an unknown
+    node costs a long task dearly if the node proves slow; short tasks find out for it).
 
     ``sync`` rebuilds the schedule of every node that finished something since the last sync (new
     speed estimate, freed slots), is busier than predicted (pass ``busy`` = busy slots per node) or
@@ -646,12 +670,18 @@ class LearnedPlacer:
 
     Tail protection. The placer keeps the predicted latencies of its recent placements (a window
     of ``tail_window``) and their ``tail_quantile`` (0.99: the p99 it protects). A task predicted
-    to exceed that latency even on its best node lands in the tail whatever is done; it takes the
-    earliest finish among the slower half of the nodes (speed estimate at most the median, 5 %
-    tolerance), as long as that is within ``tail_stretch`` x its best latency. The fast nodes stay
+    to exceed that latency (by over 5 %: not a tie) even on its best node lands in the tail
+    whatever is done; it takes the earliest finish among the slower half of the nodes (speed
+    estimate at most the median, 5 % tolerance), as long as that is within ``tail_stretch`` x its
+    best latency (point estimates, no exploration). The fast nodes stay
     free for the tasks they can still keep under the quantile; the tail tasks pay for it with
     their own latency (up to ``tail_stretch`` x). On a cluster of equal nodes every node is in the
-    slower half and the rule changes nothing. ``tail_quantile=None``: earliest finish for all.
+    slower half and the rule changes little. ``tail_quantile=None``: earliest finish for all.
+    The rule pays off only when ``tail_quantile`` is the quantile that matters and the window
+    covers the period it is measured over, else misjudged tail tasks become the p99. Trace
+    benchmark, heterogeneous, tuning seeds, learned / best other p99 at 70 % / 90 %: no rule
+    0.79 / 0.81; 0.99 over all placements 0.67 / 0.66; 0.985 0.95 / 0.92; 0.98 1.07 / 1.07;
+    0.99 over a window of 3,000 (of 7,255) 0.88 / 0.83.
     """
 
     def __init__(
@@ -662,6 +692,7 @@ class LearnedPlacer:
         tail_quantile: float | None = 0.99,
         tail_stretch: float = 3.0,
         tail_window: int = 10_000,
+        explore_work: float = 1.0,
         **model_options: Any,
     ) -> None:
         n = len(cores)
@@ -677,8 +708,11 @@ class LearnedPlacer:
         self._check_at = np.full(n, math.inf)  # earliest predicted end of a task booked there
         self._outstanding: list[dict[Any, float]] = [{} for _ in range(n)]  # placement order
         self._stale: set[int] = set()
+        # 1 + 1e-6 x (tasks booked per slot, not reported finished): the tie-break of place
+        self._spread = np.ones(n)
         self.tail_quantile = tail_quantile
         self.tail_stretch = float(tail_stretch)
+        self.explore_work = float(explore_work)
         self._latencies = np.zeros(int(tail_window))  # ring of predicted latencies
         self._placed = 0
         self.tail_latency_s = math.inf  # the protected quantile of predicted latency
@@ -695,12 +729,16 @@ class LearnedPlacer:
             if not np.any(feasible_mask):
                 return -1
             ready = np.where(feasible_mask, ready, np.inf)
-        finish = model.finish_by_ready(ready, now, work)
-        i = int(np.argmin(finish))
-        latency = float(finish[i]) - now
-        if latency > self.tail_latency_s:
-            i = self._tail_node(ready, now, work)
-            latency = float(finish[i]) - now
+        # exploring costs a task its extra run time on a node that proves slow: cheap for short
+        # tasks, dear for long ones, so only tasks up to explore_work x the mean work explore
+        explore = work <= self.explore_work * model.mean_work
+        lat = model.latency_by_ready(ready, now, work, explore)
+        # equal predictions (e.g. unknown nodes) go to the node with the fewest booked tasks per
+        # slot: spread, so no node fills with tasks placed blind
+        i = int(np.argmin(lat * self._spread))
+        latency = float(lat[i])
+        if latency > 1.05 * self.tail_latency_s:  # clearly beyond it, not a tie
+            i, latency = self._tail_node(ready, now, work)
             self.tail_placements += 1
         self._record(latency)
         slots = self._slots[i]
@@ -710,22 +748,22 @@ class LearnedPlacer:
         if end < self._check_at[i]:
             self._check_at[i] = end
         self._outstanding[i][task_id] = work
+        self._spread[i] += 1e-6 / self.cores[i]
         return i
 
-    def _tail_node(self, ready: FloatArray, now: float, work: float) -> int:
+    def _tail_node(self, ready: FloatArray, now: float, work: float) -> tuple[int, float]:
         """Earliest finish on the slower half of the nodes, within tail_stretch x the best latency.
 
         The slower half: speed estimate at most the median (within 5 %, so equal nodes all count).
         Point estimates, no optimism: a long task is no probe of an unknown node.
         """
-        speed = self.model._speed_pt
-        finish = np.maximum(ready, now) + work / speed
-        best = int(np.argmin(finish))
-        bound = now + self.tail_stretch * (float(finish[best]) - now)
-        slow = (speed <= np.median(speed) * 1.05) & (finish <= bound)
-        if not slow.any():
-            return best
-        return int(np.argmin(np.where(slow, finish, np.inf)))
+        model = self.model
+        speed = model._speed_pt
+        lat = model.latency_by_ready(ready, now, work, explore=False)
+        best = int(np.argmin(lat))
+        slow = (speed <= np.median(speed) * 1.05) & (lat <= self.tail_stretch * float(lat[best]))
+        i = int(np.argmin(np.where(slow, lat, np.inf))) if slow.any() else best
+        return i, float(lat[i])
 
     def _record(self, latency: float) -> None:
         if self.tail_quantile is None:
@@ -743,6 +781,8 @@ class LearnedPlacer:
     ) -> None:
         """A placed task finished after running ``run_s`` seconds: learn, forget the task."""
         booked = self._outstanding[node_idx].pop(task_id, None)
+        if booked is not None:
+            self._spread[node_idx] -= 1e-6 / self.cores[node_idx]
         estimate = work if work is not None else booked
         if estimate is not None:
             self.model.observe_run(node_idx, float(estimate), float(run_s))
@@ -795,6 +835,7 @@ class LearnedPlacer:
             check = min(check, end)
         self._slots[i] = slots
         self.ready_at[i] = slots[0]
+        self._spread[i] = 1.0 + 1e-6 * len(self._outstanding[i]) / self.cores[i]
         self._check_at[i] = check if check > now else math.inf
 
 
