@@ -326,3 +326,14 @@ def test_equal_latencies_are_no_tail() -> None:
         placer.place(k * 0.01, k, 2.0)  # every task alike: none is beyond the p99 of the others
     assert placer.tail_latency_s == pytest.approx(2.0)
     assert placer.tail_placements == 0
+
+
+def test_assumed_speeds_are_a_starting_point_not_a_constraint() -> None:
+    model = PlacementModel(3, seed=0, optimism=0.0)
+    model.assume_speeds([0.5, 1.0, 2.0])
+    assert model.speed == pytest.approx([0.5, 1.0, 2.0], rel=1e-3)
+    for _ in range(30):
+        model.observe_run(2, 1.0, 2.0)  # node 2 turns out to run at 0.5
+    assert model.speed[2] == pytest.approx(0.5, rel=0.1)
+    with pytest.raises(ValueError):
+        model.assume_speeds([1.0, 0.0, 1.0])

@@ -77,7 +77,7 @@ def small_heterogeneous_case(seed: int = 3) -> tuple[list[dict[str, float]], np.
     return nodes, np.column_stack([arrivals, rng.exponential(1.0, n)])
 
 
-@pytest.mark.parametrize("policy", [*POLICIES, "least_loaded_tracked"])
+@pytest.mark.parametrize("policy", [*POLICIES, "least_loaded_tracked", "learned_known_speeds"])
 def test_every_policy_runs_and_is_deterministic(policy: str) -> None:
     nodes, tasks = small_heterogeneous_case()
     events = [(float(tasks[len(tasks) // 2, 0]), 0, "slowdown", 3.0)]
@@ -129,3 +129,16 @@ def test_tail_rule_changes_little_on_equal_nodes() -> None:
     )
     assert on["p99_s"] == pytest.approx(off["p99_s"], rel=0.03)
     assert on["mean_s"] == pytest.approx(off["mean_s"], rel=0.03)
+
+
+def test_known_speeds_spare_the_learned_placer_its_cold_start() -> None:
+    # a few long tasks first (placed blind by the learner), then short ones
+    nodes = [{"speed": s, "cores": 1} for s in (0.25, 0.25, 0.25, 2.0)]
+    tasks = [(0.0, 8.0), (0.1, 8.0), (0.2, 8.0), (0.3, 8.0), (40.0, 1.0), (40.1, 1.0)]
+    known = simulate(
+        "learned_known_speeds", nodes, tasks, seed=0, report_interval_s=0.5, return_latencies=True
+    )
+    # every long task queues on the fast node (4 s each) rather than run 32 s on a slow one
+    assert known["latencies_s"].tolist() == pytest.approx([4.0, 7.9, 11.8, 15.7, 0.5, 0.9])
+    blind = simulate("learned", nodes, tasks, seed=0, report_interval_s=0.5)
+    assert blind["p99_s"] > 30.0  # the learner has to place the long ones before it knows

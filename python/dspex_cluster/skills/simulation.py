@@ -41,7 +41,9 @@ from .placement import (
 )
 
 # Extra simulator-only reference policies (not in POLICIES): ablations for the benchmark.
-EXTRA_POLICIES = ("least_loaded_tracked",)
+# ``learned_known_speeds``: the learned placer told every node's true initial speed (no cold
+# start; it still learns, e.g. a later slowdown) -- what learning the speeds costs.
+EXTRA_POLICIES = ("least_loaded_tracked", "learned_known_speeds")
 
 Completion = tuple[int, int, float, float]  # (node, task, work estimate, run time in seconds)
 FloatArray = NDArray[np.float64]
@@ -150,10 +152,17 @@ class _LearnedAdapter:
 
 
 def _adapter(
-    name: str, cores: Sequence[int], seed: int, options: Mapping[str, Any], fresh: bool
+    name: str,
+    cores: Sequence[int],
+    seed: int,
+    options: Mapping[str, Any],
+    fresh: bool,
+    speeds: Sequence[float],
 ) -> Any:
     if name == "learned":
         return _LearnedAdapter(cores, seed, options, fresh)
+    if name == "learned_known_speeds":
+        return _LearnedAdapter(cores, seed, {**options, "known_speeds": list(speeds)}, fresh)
     if name == "least_loaded_tracked":
         return _TrackedLeastLoaded(cores, seed)
     if name not in POLICIES:
@@ -222,7 +231,7 @@ def simulate(
             raise ValueError(f"bad event for node {i}: {kind} {v}")
 
     fresh = report_interval_s <= 0.0
-    adapter = _adapter(policy, cores, policy_seed, policy_options or {}, fresh)
+    adapter = _adapter(policy, cores, policy_seed, policy_options or {}, fresh, speed)
     interval = float(report_interval_s)
     reporting = adapter.uses_reports and not adapter.live
     live = adapter.live
