@@ -7,7 +7,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 MIX_BUILD := beam/_build/.compiled
 
-.PHONY: setup run test test-python test-beam lint format bench clean
+.PHONY: setup run test test-python test-beam check-newer-elixir lint format bench clean
 
 setup: $(STAMP) $(MIX_BUILD)
 
@@ -49,6 +49,10 @@ test-python: setup
 test-beam: setup
 	@cd beam && bin/test
 
+# The application also builds and passes its ExUnit suite on a newer Elixir (1.18, built once).
+check-newer-elixir: setup
+	@cd beam && bin/check-newer-elixir
+
 lint: setup
 	@$(VENV)/bin/ruff check python tests bench
 	@cd beam && mix format --check-formatted
@@ -64,4 +68,4 @@ bench: setup
 	@for b in bench/bench_*.py; do echo "==> $$b"; $(PY) $$b --out reports/bench || exit 1; done
 
 clean:
-	rm -rf $(VENV) beam/_build reports .ci/.otp-ok
+	rm -rf $(VENV) beam/_build reports .cache .ci/.otp-ok
