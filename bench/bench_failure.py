@@ -3,13 +3,14 @@
 For every node and calendar day of its production period, predict at midnight, from failures that
 started before that midnight only, whether a failure of the node starts within the next 24 h.
 Scored side by side in one run:
-- model: what `dspex_cluster.skills.failure.FailurePredictor` computes (renewal + frailty, a
-  boosted layer correcting it, Platt recalibration), refitted every `--refit-days` on the
+- model: what `dspex_cluster.skills.failure.FailurePredictor` computes (renewal + frailty, boosted
+  trees over history features, a stack over their scores), refitted every `--refit-days` on the
   time-ordered prefix: the fit at cutoff c uses node-days whose 24 h window ends by c and
-  failures that started before c, and scores the days in [c, c + refit); its Platt scaling is
-  fitted on the earlier fits' out-of-sample scores of the days in [c - k * refit, c), k = 4;
-- ablations: the same without recalibration, the renewal-with-frailty model alone, and the
-  logistic layer instead of trees;
+  failures that started before c, and scores the days in [c, c + refit); its stack (Platt
+  scaling over the trees' log-odds at two ensemble sizes and the renewal model's) is fitted on
+  the earlier fits' out-of-sample scores of the days in [c - k * refit, c), k = 4;
+- ablations: the same without the stack (the trees' raw probability), the renewal-with-frailty
+  model alone, and the logistic layer instead of trees;
 - baseline "system rate": the system's failure-day rate over all its node-days before the day;
 - baseline "recency": days since the node's last failure (never failed = least risky); its
   probability (for the Brier score) is the observed rate of earlier node-days in the same
@@ -35,7 +36,7 @@ from scipy.stats import rankdata
 
 from dspex_cluster.skills.failure_history import FailureHistory, NodeTable
 from dspex_cluster.skills.failure_lanl import DAY_S, load_lanl, node_day_grid, rack_groups
-from dspex_cluster.skills.failure_model import apply_platt, fit_hazard_model, fit_platt
+from dspex_cluster.skills.failure_model import apply_stack, fit_hazard_model, fit_stack
 
 REPO = Path(__file__).resolve().parent.parent
 # reliability-plot bin edges as fractions of the rows sorted by predicted probability
@@ -154,6 +155,7 @@ def main() -> None:
     cutoffs = np.arange(day.min(), day.max() + args.refit_days * DAY_S + 1, args.refit_days * DAY_S)
     names = ("model", "model_uncalibrated", "renewal", "logistic")
     scores = {k: np.zeros(y.size) for k in names}
+    components: np.ndarray | None = None  # the model's component log-odds, for its stacks
     fits = []
     prev_blocks: list[np.ndarray] = []
     for c0, c1 in zip(cutoffs[:-1], cutoffs[1:], strict=True):
@@ -183,18 +185,29 @@ def main() -> None:
                 base=base[train],
                 learner=kind,  # type: ignore[arg-type]
             )
-            raw = m.predict_raw(history, grid.node[block], day[block], base[block])
-            row[name] = m.kind
             if name != "model":
-                scores[name][block] = raw
+                scores[name][block] = m.predict_raw(
+                    history, grid.node[block], day[block], base[block]
+                )
+                row[name] = m.kind
                 continue
-            scores["model_uncalibrated"][block] = raw
-            platt = None  # as FailurePredictor: on earlier fits' out-of-sample scores
+            comp = m.components(history, grid.node[block], day[block], base[block])
+            if components is None:
+                components = np.zeros((y.size, comp.shape[1]))
+            components[block] = comp
+            row[name] = m.kind
+            scores["model_uncalibrated"][block] = 1.0 / (1.0 + np.exp(-comp[:, -2]))
+            stack = None  # as FailurePredictor: on earlier fits' out-of-sample scores
             if m.learner is not None and prev_blocks:
                 recent = np.logical_or.reduce(prev_blocks[-args.platt_intervals :])
-                platt = fit_platt(scores["model_uncalibrated"][recent], yf[recent])
-            scores["model"][block] = apply_platt(platt, raw)
-            row["platt"] = None if platt is None else [round(v, 3) for v in platt]
+                stack = fit_stack(components[recent], yf[recent])
+            if stack is None:
+                scores["model"][block] = scores["model_uncalibrated"][block]
+            else:
+                scores["model"][block] = apply_stack(stack, comp)
+            row["stack"] = (
+                None if stack is None else [round(float(v), 3) for v in (stack[0], *stack[1])]
+            )
         row.update(train_rows=int(train.sum()), positives=int(y[train].sum()))
         row["fit_s"] = round(time.perf_counter() - t0, 2)
         fits.append(row)
@@ -249,8 +262,10 @@ def main() -> None:
             "rack_size": args.rack_size,
             "neg_rate": args.neg_rate,
             "max_neg": args.max_neg,
-            "calibration": "Platt scaling of each learned fit on the out-of-sample scores of the "
-            f"previous {args.platt_intervals} fits (as FailurePredictor does)",
+            "calibration": "each learned fit's stack (logistic regression on the log-odds of its "
+            "boosted layer at 100 and 200 trees and of the renewal model) is fitted on the "
+            f"out-of-sample scores of the previous {args.platt_intervals} fits (as "
+            "FailurePredictor does)",
             "fits": fits,
         },
         "results": results,

@@ -7,7 +7,7 @@ import pytest
 
 from dspex_cluster.skills.failure_boost import BoostedHazard
 from dspex_cluster.skills.failure_hazard import RidgeLogistic, sigmoid
-from dspex_cluster.skills.failure_model import apply_platt, fit_platt
+from dspex_cluster.skills.failure_model import apply_platt, apply_stack, fit_platt, fit_stack
 
 
 def _auc(score: np.ndarray, label: np.ndarray) -> float:
@@ -64,3 +64,42 @@ def test_platt_fixes_overconfident_scores() -> None:
     assert np.mean((fixed - y) ** 2) < brier_before
     assert fixed.mean() == pytest.approx(y.mean(), rel=0.05)
     assert fit_platt(overconfident[:100], y[:100]) is None  # too few positives to fit
+
+
+def test_staged_decision_is_the_smaller_ensemble() -> None:
+    """Log-odds after the first n trees equal those of an ensemble grown to n trees."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (6000, 3))
+    y = rng.random(x.shape[0]) < sigmoid(2.0 * x[:, 0] - 1.0)
+    full = BoostedHazard(n_trees=30, max_depth=3).fit(x, y)
+    small = BoostedHazard(n_trees=10, max_depth=3).fit(x, y)
+    staged = full.staged_decision(x, [0, 10, 30])
+    assert np.allclose(staged[:, 0], full.base_)
+    assert np.allclose(staged[:, 1], small.decision(x))
+    assert np.allclose(staged[:, 2], full.decision(x))
+    with pytest.raises(ValueError):
+        full.staged_decision(x, [30, 10])
+    with pytest.raises(ValueError):
+        full.staged_decision(x, [31])
+
+
+def test_stack_weighs_the_informative_score_and_calibrates() -> None:
+    rng = np.random.default_rng(4)
+    signal = rng.standard_normal(60000)
+    y = rng.random(signal.size) < sigmoid(-4.0 + signal)
+    informative = 2.5 * signal - 3.0  # over-confident log-odds
+    noise = rng.standard_normal(signal.size) - 4.0
+    z = np.column_stack([noise, informative])
+    stack = fit_stack(z, y)
+    assert stack is not None
+    a, b = stack
+    assert b[1] == pytest.approx(0.4, abs=0.08) and abs(b[0]) < 0.1
+    p = apply_stack(stack, z)
+    assert p.mean() == pytest.approx(y.mean(), rel=0.05)
+    assert np.mean((p - y) ** 2) < np.mean((apply_stack(None, z) - y) ** 2)
+    # the one-column case is Platt scaling
+    platt = fit_platt(sigmoid(informative), y)
+    one = fit_stack(z[:, 1:], y)
+    assert platt is not None and one is not None
+    assert platt == pytest.approx((one[0], float(one[1][0])))
+    assert fit_stack(z[:100], y[:100]) is None  # too few positives

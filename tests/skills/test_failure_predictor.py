@@ -179,3 +179,24 @@ def test_no_failure_seen_yet_gives_a_small_prior_not_an_error() -> None:
     assert fp.time_to_failure("a", 1000.0) > 86400
     fp.observe_failure("b", 10.0, 20.0)
     assert fp.predict("b", 2000.0) > fp.predict("a", 2000.0)
+
+
+def test_boosted_predictor_is_stacked_on_out_of_sample_scores_and_causal() -> None:
+    now = T0 + 600 * DAY
+    kw = {"refit_interval_s": 60 * DAY, "learner": "boosted", "platt_intervals": 1}
+    past = FailurePredictor(**kw)  # type: ignore[arg-type]
+    full = FailurePredictor(**kw)  # type: ignore[arg-type]
+    hist = _weibull_history(past, n_nodes=30, days=600, seed=7)
+    _weibull_history(full, n_nodes=30, days=600, seed=7)
+    for node in list(hist)[:10]:  # the future: failures after `now` change no prediction at now
+        full.observe_failure(node, now + 2 * DAY, now + 2 * DAY + 60.0)
+    model = past._model_at(now)
+    assert model.kind == "boosted" and model.stack is not None
+    assert model.stack[1].shape == (3,)  # trees at two ensemble sizes, the renewal model
+    nodes = list(hist)
+    p = past.predict_many(nodes, now)
+    assert np.all((p > 0) & (p < 1))
+    np.testing.assert_allclose(p, full.predict_many(nodes, now), 1e-9)
+    # the stack keeps the mean near the observed rate of recent node-days
+    recent = sum(sum(now - 60 * DAY <= t < now for t in ts) for ts in hist.values())
+    assert p.mean() == pytest.approx(recent / (60 * len(nodes)), rel=0.6)

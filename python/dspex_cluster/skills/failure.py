@@ -15,10 +15,11 @@ with gamma frailty per node (empirical Bayes), recalibrated on recency/count/sys
 features by a logistic or boosted layer once there is enough history. It is refitted on a fixed
 grid of cutoffs (every `refit_interval_s`); a prediction at `now` uses the fit at the last cutoff
 <= now, built only from failures that started before that cutoff, so predictions are causal and
-deterministic whatever was observed later. Each learned fit is then Platt-recalibrated on the
-out-of-sample predictions of the previous `platt_intervals` fits (each on the interval after its
-own cutoff): learned layers tend to be over-confident out of sample, and rates drift. Health
-signals (`failure_health`) add competing risks.
+deterministic whatever was observed later. Each learned fit then gets a stack (Platt scaling over
+its ensemble stages and the renewal model, `failure_model.fit_stack`) fitted on the out-of-sample
+predictions of the previous `platt_intervals` fits (each on the interval after its own cutoff):
+learned layers tend to be over-confident out of sample, and rates drift. Health signals
+(`failure_health`) add competing risks.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dspex_cluster.skills.failure_health import (
     time_to_exhaustion,
 )
 from dspex_cluster.skills.failure_history import FailureHistory, NodeTable
-from dspex_cluster.skills.failure_model import HazardModel, Learner, fit_hazard_model, fit_platt
+from dspex_cluster.skills.failure_model import HazardModel, Learner, fit_hazard_model, fit_stack
 from dspex_cluster.skills.failure_phi import PhiAccrualDetector, phi_from_stats
 
 __all__ = ["FailurePredictor", "PhiAccrualDetector", "phi_from_stats"]
@@ -65,7 +66,7 @@ class FailurePredictor:
     - `resources`: health metric name -> capacity, for time to exhaustion (utilisations as
       fractions: capacity 1.0); `health_window_s`: lookback of health trends (default: horizon);
     - `max_train_rows`: above it, negatives are subsampled (seeded) and reweighted;
-    - `platt_intervals`: how many earlier fits' out-of-sample scores calibrate a new fit.
+    - `platt_intervals`: how many earlier fits' out-of-sample scores fit a new fit's stack.
     """
 
     def __init__(
@@ -207,14 +208,15 @@ class FailurePredictor:
         return model
 
     def _model_at(self, now_ts: float) -> HazardModel:
-        """The model of the last refit cutoff <= now, recalibrated (Platt) on out-of-sample
-        predictions: those of each of the previous `platt_intervals` fits for the node-intervals
-        between its cutoff and the next one."""
+        """The model of the last refit cutoff <= now, with a stack (`fit_stack`: Platt scaling
+        over several component scores) fitted on out-of-sample predictions: those of each of the
+        previous `platt_intervals` fits for the node-intervals between its cutoff and the next
+        one."""
         cutoff = math.floor(now_ts / self.refit_interval_s) * self.refit_interval_s
         model = self._models.get(cutoff)
         if model is None:
             raw = self._raw_model(cutoff)
-            platt = None
+            stack = None
             if raw.learner is not None:
                 node, t, label, weight = self._training_rows(cutoff)
                 hist = self._history_index()
@@ -225,11 +227,11 @@ class FailurePredictor:
                     if label[rows].sum() == 0:
                         continue
                     prev = self._raw_model(lo)
-                    scores = prev.predict_raw(hist, node[rows], t[rows])
-                    parts.append((scores, label[rows], weight[rows]))
+                    logits = prev.components(hist, node[rows], t[rows])
+                    parts.append((logits, label[rows], weight[rows]))
                 if parts:
-                    platt = fit_platt(*(np.concatenate(c) for c in zip(*parts, strict=True)))
-            model = HazardModel(raw.params, raw.learner, raw.horizon_days, platt)
+                    stack = fit_stack(*(np.concatenate(c) for c in zip(*parts, strict=True)))
+            model = HazardModel(raw.params, raw.learner, raw.horizon_days, stack)
             self._models[cutoff] = model
         return model
 

@@ -186,13 +186,28 @@ class BoostedHazard:
 
     # ---- prediction --------------------------------------------------------------------------
     def decision(self, x: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
-        """Raw log-odds. Rows are partitioned down each tree (one column read per split)."""
+        """Raw log-odds of the whole ensemble."""
+        return self.staged_decision(x, [len(self.trees_)], offset)[:, 0]
+
+    def staged_decision(
+        self, x: np.ndarray, stages: list[int], offset: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Log-odds after the first n trees, one column per n in `stages` (ascending), in one
+        pass: boosting is additive, so a smaller ensemble is a prefix of the larger one. Rows are
+        partitioned down each tree (one column read per split)."""
+        if list(stages) != sorted(stages) or (stages and stages[-1] > len(self.trees_)):
+            raise ValueError("stages must be ascending and at most the number of trees")
         codes_t = np.ascontiguousarray(self._bin(np.asarray(x, dtype=np.float64)).T)
         n = codes_t.shape[1]
         raw = np.full(n, self.base_)
         if offset is not None:
             raw += offset
-        for tree in self.trees_:
+        out = np.empty((n, len(stages)))
+        col = 0
+        for k, tree in enumerate(self.trees_[: stages[-1] if stages else 0]):
+            while col < len(stages) and stages[col] == k:
+                out[:, col] = raw
+                col += 1
             stack = [(0, np.arange(n))]
             while stack:
                 node, idx = stack.pop()
@@ -203,7 +218,8 @@ class BoostedHazard:
                 go_left = codes_t[feat, idx] <= tree.threshold[node]
                 stack.append((int(tree.left[node]), idx[go_left]))
                 stack.append((int(tree.right[node]), idx[~go_left]))
-        return raw
+        out[:, col:] = raw[:, None]
+        return out
 
     def predict_proba(self, x: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
         return sigmoid(self.decision(x, offset))
