@@ -11,9 +11,11 @@ defmodule DSPEx.Clustering.PythonAdvisor do
        module `dspex_cluster.cluster.load_balancer`) — the first attempt gets two thirds of
        the budget when another node could still be tried, so one slow node does not use it
        all;
-    3. a node that times out or whose connection is gone is backed off (1 s, doubling up to
-       30 s, reset by its next answer); one without the agent (`noproc`) for 30 s. So when
-       a Python node dies or freezes, the next placements go to another one at once;
+    3. a node that times out or whose connection is gone is backed off (250 ms, doubling up
+       to 30 s, reset by its next answer); one without the agent (`noproc`) for 30 s. So when
+       a Python node dies or freezes, the next placements go to another one at once, and one
+       late answer from the last live node (a busy host) costs a quarter second of heuristic
+       placements, not the second within which fail-over must happen;
     4. when none answers in time the answer is `:no_advice` and `LoadBalancer` falls back
        to its own score: callers never see the error.
 
@@ -33,7 +35,7 @@ defmodule DSPEx.Clustering.PythonAdvisor do
 
   @table :dspex_python_advisor
   @agent :dspex_load_balancer
-  @backoff_ms 1_000
+  @backoff_ms 250
   @max_backoff_ms 30_000
   @noproc_backoff_ms 30_000
   @remember_ms 600_000
@@ -204,7 +206,7 @@ defmodule DSPEx.Clustering.PythonAdvisor do
       wait =
         if reason == :noproc,
           do: @noproc_backoff_ms,
-          else: min(@backoff_ms * Integer.pow(2, min(strikes, 5)), @max_backoff_ms)
+          else: min(@backoff_ms * Integer.pow(2, min(strikes, 7)), @max_backoff_ms)
 
       :ets.insert(@table, {{:backoff, py}, now() + wait, strikes})
       if lookup(:preferred) == py, do: :ets.delete(@table, :preferred)
