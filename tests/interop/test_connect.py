@@ -222,3 +222,39 @@ async def test_simultaneous_connect_between_two_python_nodes(
             await a.stop()
             await b.stop()
     assert "theirs wins (ok_simultaneous)" in caplog.text or "ours wins (nok)" in caplog.text
+
+
+async def test_racing_connects_between_two_python_nodes_keep_one_connection(epmd: Epmd) -> None:
+    """Both ends are ours: jittered racing connects always settle on one connection, and
+    neither side ever loses a connection it saw up (only our own disconnects count)."""
+    rng = random.Random(11)
+    a = Node(f"{unique('ra')}@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port)
+    b = Node(f"{unique('rb')}@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port)
+    await a.start()
+    await b.start()
+    downs = {a.name: 0, b.name: 0}
+    a.on_nodedown(lambda _peer, _why: downs.__setitem__(a.name, downs[a.name] + 1))
+    b.on_nodedown(lambda _peer, _why: downs.__setitem__(b.name, downs[b.name] + 1))
+
+    async def dial(node: Node, peer: str, delay: float) -> bool:
+        await asyncio.sleep(delay)
+        return await node.connect(peer)
+
+    try:
+        for closed_by_us in range(20):
+            assert await asyncio.gather(
+                dial(a, b.name, rng.uniform(0, 0.004)), dial(b, a.name, rng.uniform(0, 0.004))
+            ) == [True, True]
+            await asyncio.sleep(0.05)
+            assert downs == {a.name: closed_by_us, b.name: closed_by_us}
+            conn_a, conn_b = a.connection(b.name), b.connection(a.name)
+            assert conn_a is not None and conn_b is not None
+            assert conn_a.initiator != conn_b.initiator
+            await a.disconnect(b.name)
+            for _ in range(100):
+                if not b.nodes():
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        await a.stop()
+        await b.stop()
