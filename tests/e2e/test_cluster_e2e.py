@@ -92,6 +92,14 @@ def test_anomaly_and_prediction_signals_reach_beam_subscribers_and_drain(  # typ
     watcher, sick = beams
     start_collector(watcher, "e2e_anomalies", "cluster.health.anomaly")
     start_collector(watcher, "e2e_predictions", "cluster.failure.predicted")
+    # The agent node may have just been restarted (the test before kills it): its detector must
+    # have seen the sick node healthy well past its warm-up (10 rows) first, or the degradation
+    # becomes its idea of normal. 30 rows are 6 s of health data at these nodes' 200 ms.
+    rows_of_sick = (
+        f"maps:get(rows, maps:get('{sick.name}', "
+        f"erpc:call('{agent_node.name}', dspex_agents, scores, []), #{{}}), 0)"
+    )
+    wait_for(lambda: watcher.eval(rows_of_sick) >= 30, timeout=30)
     sick.eval("'Elixir.DSPEx.Clustering.Degrader':start([{hogs, 2}, {leak_mb_per_s, 40}])")
     try:
 
