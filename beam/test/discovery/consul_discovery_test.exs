@@ -7,7 +7,6 @@ defmodule DSPEx.Clustering.Discovery.ConsulDiscoveryTest do
 
   alias DSPEx.Clustering.Discovery.{Consul, JSON}
   alias DSPEx.Clustering.DiscoveryTest.Support
-  alias DSPEx.Clustering.NodeDiscovery
 
   @moduletag timeout: 60_000
 
@@ -174,12 +173,7 @@ defmodule DSPEx.Clustering.Discovery.ConsulDiscoveryTest do
     )
 
     for {peer, other} <- [{ps, target}, {pt, seeker}] do
-      assert Support.wait_until(fn ->
-               match?(
-                 %{status: :member},
-                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
-               )
-             end)
+      assert Support.wait_until(fn -> Support.member?(peer, other) end)
     end
   end
 

@@ -82,19 +82,9 @@ defmodule DSPEx.Clustering.Discovery.DnsDiscoveryTest do
       cluster_name: "dns-#{u}"
     )
 
-    assert Support.wait_until(fn ->
-             match?(
-               %{status: :member},
-               Support.pcall(ps, NodeDiscovery, :topology, []).members[target]
-             )
-           end)
+    assert Support.wait_until(fn -> Support.member?(ps, target) end)
 
-    assert Support.wait_until(fn ->
-             match?(
-               %{status: :member},
-               Support.pcall(pt, NodeDiscovery, :topology, []).members[seeker]
-             )
-           end)
+    assert Support.wait_until(fn -> Support.member?(pt, seeker) end)
 
     assert [{_, %{last: {:ok, 1}}}] =
              Map.to_list(Support.pcall(ps, NodeDiscovery, :topology, []).strategies)

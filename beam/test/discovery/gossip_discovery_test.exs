@@ -85,12 +85,7 @@ defmodule DSPEx.Clustering.Discovery.GossipDiscoveryTest do
     Support.start_discovery(pb, opts)
 
     for {peer, other} <- [{pa, b}, {pb, a}] do
-      assert Support.wait_until(fn ->
-               match?(
-                 %{status: :member},
-                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
-               )
-             end),
+      assert Support.wait_until(fn -> Support.member?(peer, other) end),
              "gossip did not bring #{other} in"
     end
 
@@ -154,12 +149,7 @@ defmodule DSPEx.Clustering.Discovery.GossipDiscoveryTest do
     Support.start_discovery(pb, opts)
 
     for {peer, other} <- [{pa, b}, {pb, a}] do
-      assert Support.wait_until(fn ->
-               match?(
-                 %{status: :member},
-                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
-               )
-             end)
+      assert Support.wait_until(fn -> Support.member?(peer, other) end)
     end
   end
 
@@ -176,12 +166,7 @@ defmodule DSPEx.Clustering.Discovery.GossipDiscoveryTest do
     Support.start_discovery(pb, opts)
 
     for {peer, other} <- [{pa, b}, {pb, a}] do
-      assert Support.wait_until(fn ->
-               match?(
-                 %{status: :member},
-                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
-               )
-             end)
+      assert Support.wait_until(fn -> Support.member?(peer, other) end)
     end
 
     assert gossip_state(pa).port != gossip_state(pb).port

@@ -31,12 +31,7 @@ defmodule DSPEx.Clustering.Discovery.StaticDiscoveryTest do
     )
 
     for {peer, other} <- [{pa, b}, {pb, a}] do
-      assert Support.wait_until(fn ->
-               match?(
-                 %{status: :member},
-                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
-               )
-             end)
+      assert Support.wait_until(fn -> Support.member?(peer, other) end)
     end
 
     topo = Support.pcall(pa, NodeDiscovery, :topology, [])
@@ -101,12 +96,7 @@ defmodule DSPEx.Clustering.Discovery.StaticDiscoveryTest do
     Support.start_discovery(pb, cluster_name: "late-#{u}")
 
     for {peer, other} <- [{pa, b}, {pb, a}] do
-      assert Support.wait_until(fn ->
-               match?(
-                 %{status: :member},
-                 Support.pcall(peer, NodeDiscovery, :topology, []).members[other]
-               )
-             end)
+      assert Support.wait_until(fn -> Support.member?(peer, other) end)
     end
   end
 end

@@ -110,6 +110,14 @@ defmodule DSPEx.Clustering.DiscoveryTest.Support do
     :ok
   end
 
+  @doc "Whether the peer's NodeDiscovery holds `other` as a validated member."
+  def member?(peer, other),
+    do:
+      match?(
+        %{status: :member},
+        pcall(peer, DSPEx.Clustering.NodeDiscovery, :topology, []).members[other]
+      )
+
   @doc "Polls `fun` until it returns truthy or `timeout` ms pass; returns the last value."
   def wait_until(fun, timeout \\ 10_000, step \\ 100) do
     deadline = System.monotonic_time(:millisecond) + timeout
