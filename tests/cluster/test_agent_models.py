@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from dspex_cluster import Atom
-from dspex_cluster.cluster.candidates import Filter, NodeTable, columns_of, eligible_mask
+from dspex_cluster.cluster.candidates import NodeTable, columns_of, eligible_mask
 from dspex_cluster.cluster.constraints import (
+    Filter,
     capability_match,
     compile_filter,
     eligible,

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
+from dspex_cluster.cluster.constraints import Filter
 from dspex_cluster.cluster.terms import as_mapping, atom_list, number
 from dspex_cluster.cluster.view import NodeState
 from dspex_cluster.etf import Atom
@@ -218,41 +219,6 @@ class NodeTable:
             num=LazyColumns(lambda k: np.where(fresh, self.num[k][rows], nan)),
             cap_col={k: v[rows] & fresh for k, v in self.cap_col.items()},
         )
-
-
-@dataclass
-class Filter:
-    """Constraints parsed once (the fields `eligible_mask` reads)."""
-
-    exclude: list[Atom]
-    allow: list[Atom] | None
-    kinds: list[Atom] | None
-    caps: list[Atom]
-    prefer: list[Atom]
-    bounds: list[tuple[str, float, float]] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, c: Mapping[str, Any]) -> Filter:
-        return cls(
-            exclude=atom_list(c.get("exclude_nodes")),
-            allow=atom_list(c.get("nodes")) if c.get("nodes") is not None else None,
-            kinds=atom_list(c.get("kinds")) if c.get("kinds") is not None else None,
-            caps=atom_list(c.get("capabilities")),
-            prefer=atom_list(c.get("prefer_capabilities")),
-            bounds=[
-                (key, float(c[limit]), sign)
-                for key, limit, sign in (
-                    ("free_memory_mb", "min_memory_mb", -1.0),
-                    ("cpu", "max_cpu", 1.0),
-                    ("agents", "max_agents", 1.0),
-                )
-                if c.get(limit) is not None
-            ],
-        )
-
-    @property
-    def needs_caps(self) -> bool:
-        return bool(self.caps or self.prefer)
 
 
 def node_mask(cols: Columns, nodes: list[Atom], index: Mapping[Atom, int], n: int) -> np.ndarray:

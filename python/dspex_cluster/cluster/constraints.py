@@ -10,9 +10,11 @@ map, atom or string keys): only `status == up`; `exclude_nodes`, `nodes` (allow-
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from dspex_cluster.cluster.terms import as_mapping, atom_list, number
+from dspex_cluster.etf import Atom
 
 FILTERS = (
     "exclude_nodes",
@@ -23,6 +25,41 @@ FILTERS = (
     "max_cpu",
     "max_agents",
 )
+
+
+@dataclass
+class Filter:
+    """Constraints parsed once: what `compile_filter` and `candidates.eligible_mask` read."""
+
+    exclude: list[Atom]
+    allow: list[Atom] | None
+    kinds: list[Atom] | None
+    caps: list[Atom]
+    prefer: list[Atom]
+    bounds: list[tuple[str, float, float]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, c: Mapping[str, Any]) -> Filter:
+        return cls(
+            exclude=atom_list(c.get("exclude_nodes")),
+            allow=atom_list(c.get("nodes")) if c.get("nodes") is not None else None,
+            kinds=atom_list(c.get("kinds")) if c.get("kinds") is not None else None,
+            caps=atom_list(c.get("capabilities")),
+            prefer=atom_list(c.get("prefer_capabilities")),
+            bounds=[
+                (key, float(c[limit]), sign)
+                for key, limit, sign in (
+                    ("free_memory_mb", "min_memory_mb", -1.0),
+                    ("cpu", "max_cpu", 1.0),
+                    ("agents", "max_agents", 1.0),
+                )
+                if c.get(limit) is not None
+            ],
+        )
+
+    @property
+    def needs_caps(self) -> bool:
+        return bool(self.caps or self.prefer)
 
 
 def merged_constraints(agent_spec: Any, constraints: Any) -> dict[str, Any]:
@@ -37,19 +74,10 @@ def eligible(candidate: Mapping[str, Any], c: Mapping[str, Any]) -> bool:
 
 def compile_filter(c: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
     """The constraints parsed once, as a predicate over candidates (for many candidates)."""
-    exclude = set(atom_list(c.get("exclude_nodes")))
-    allow = set(atom_list(c.get("nodes"))) if c.get("nodes") is not None else None
-    kinds = set(atom_list(c.get("kinds"))) if c.get("kinds") is not None else None
-    caps = atom_list(c.get("capabilities"))
-    bounds = [
-        (key, float(c[limit]), sign)
-        for key, limit, sign in (
-            ("free_memory_mb", "min_memory_mb", -1.0),
-            ("cpu", "max_cpu", 1.0),
-            ("agents", "max_agents", 1.0),
-        )
-        if c.get(limit) is not None
-    ]
+    f = Filter.of(c)
+    exclude, caps, bounds = set(f.exclude), f.caps, f.bounds
+    allow = set(f.allow) if f.allow is not None else None
+    kinds = set(f.kinds) if f.kinds is not None else None
 
     def ok(n: Mapping[str, Any]) -> bool:
         if n.get("status") != "up":

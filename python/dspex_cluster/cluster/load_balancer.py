@@ -81,14 +81,13 @@ from dspex_cluster.agents import Action, Agent, FunctionSensor, Param, Sensor
 from dspex_cluster.agents.skill import Route
 from dspex_cluster.cluster.candidates import (
     Columns,
-    Filter,
     NodeTable,
     capability_share,
     columns_of,
     eligible_mask,
     node_mask,
 )
-from dspex_cluster.cluster.constraints import merged_constraints
+from dspex_cluster.cluster.constraints import Filter, merged_constraints
 from dspex_cluster.cluster.terms import as_mapping, number
 from dspex_cluster.cluster.view import ClusterView, NodeState
 from dspex_cluster.etf import Atom
