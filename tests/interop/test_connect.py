@@ -103,6 +103,8 @@ async def test_wrong_cookie_refused_and_logged_both_sides(
         # BEAM dials us with the other cookie: we refuse and log it
         assert await beval(beam, f"net_adm:ping('{node.name}')") == "pang"
         assert any("cookie mismatch" in r.getMessage() for r in caplog.records)
+        # the refused handshake leaves nothing pending: our next dial is tried (and refused)
+        assert not await asyncio.wait_for(node.connect(beam.name), 10)
         assert all(secret not in r.getMessage() for r in caplog.records)
         assert COOKIE not in caplog.text and secret not in caplog.text
         assert node.nodes() == []
