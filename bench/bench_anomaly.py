@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 from scipy.special import ndtr  # noqa: E402
 
+from datasets import data_root, require  # noqa: E402
 from dspex_cluster.skills import nab_scoring as ns  # noqa: E402
 from dspex_cluster.skills.anomaly import AnomalyDetector  # noqa: E402
 from machine_facts import machine_facts  # noqa: E402
@@ -307,11 +308,10 @@ def figure(path: Path, files: list[ns.NabFile], scores, cv: dict[str, Any]) -> N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench")
-    default_data = Path(os.environ.get("DSPEX_SHARED_DATA", REPO.parent / "shared" / "data"))
-    ap.add_argument("--data", type=Path, default=default_data)
+    ap.add_argument("--data", type=Path, default=data_root())
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    nab = args.data / "nab"
+    nab = require("nab", args.data)
     started = time.perf_counter()
     core = pin_one_core()
     files = ns.load_corpus(nab)

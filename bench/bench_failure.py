@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
+from datasets import data_root, require
 from dspex_cluster.skills.failure_history import FailureHistory, NodeTable
 from dspex_cluster.skills.failure_lanl import DAY_S, load_lanl, node_day_grid, rack_groups
 from dspex_cluster.skills.failure_model import apply_stack, fit_hazard_model, fit_stack
@@ -43,10 +44,6 @@ REPO = Path(__file__).resolve().parent.parent
 RELIABILITY_FRACTIONS = np.array(
     [0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.96, 0.98, 0.99, 0.995, 0.998, 0.999, 1.0]
 )
-
-
-def shared_data() -> Path:
-    return Path(os.environ.get("DSPEX_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 # ---- metrics -------------------------------------------------------------------------------------
@@ -135,7 +132,7 @@ def main() -> None:
     facts = machine_facts()
     t_start = time.perf_counter()
 
-    csv_path = shared_data() / "lanl" / "lanl_failures_1996_2005_dev.csv"
+    csv_path = require("lanl") / "lanl_failures_1996_2005_dev.csv"
     systems = {int(s) for s in args.systems.split(",") if s} or None
     data = load_lanl(csv_path, systems)
     grid = node_day_grid(data)
@@ -244,7 +241,7 @@ def main() -> None:
         "benchmark": "failure prediction, LANL 1996-2005 (dev file), node-day, 24 h horizon",
         "machine": facts,
         "data": {
-            "csv": str(csv_path.relative_to(shared_data())),
+            "csv": str(csv_path.relative_to(data_root())),
             "systems": sorted(int(s) for s in np.unique(data.system)),
             "nodes": data.n_nodes,
             "nodes_never_failed": sum("unlisted" in lbl for lbl in data.node_label),

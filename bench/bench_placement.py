@@ -57,13 +57,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datasets import data_root, require
 from dspex_cluster.skills.forecast import LoadForecaster
 from dspex_cluster.skills.placement import (
     NODE_FEATURES,
@@ -88,10 +88,6 @@ LEARNED_VARIANTS: dict[str, tuple[float, dict[str, Any]]] = {
     "learned_noisy": (1.0, {}),
     "learned_tail99": (0.0, {"tail_quantile": 0.99}),
 }
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("DSPEX_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 # ---- 1. supermarket validation --------------------------------------------------------------
@@ -492,7 +488,9 @@ def main() -> None:
     args = ap.parse_args()
     seeds = tuple(args.seeds)
     args.out.mkdir(parents=True, exist_ok=True)
-    data = data_dir()
+    data = data_root()
+    require("alibaba-openb", data)
+    require("nab", data)
     t_start = time.perf_counter()
     report: dict[str, Any] = {"benchmark": "placement", "machine": machine_facts()}
 

@@ -20,8 +20,8 @@ from dspex_cluster.skills.failure_lanl import (
 )
 
 
-def _csv(shared_data: Path) -> Path:
-    return shared_data / "lanl" / "lanl_failures_1996_2005_dev.csv"
+def _csv(fixture_data: Path) -> Path:
+    return fixture_data / "lanl" / "lanl_failures_systems_16_21.csv"
 
 
 def test_month_formats() -> None:
@@ -33,8 +33,8 @@ def test_month_formats() -> None:
     assert parse_event_time("6/21/2005 10:54") == expected
 
 
-def test_system_16_population(shared_data: Path) -> None:
-    data = load_lanl(_csv(shared_data), systems={16})
+def test_system_16_population(fixture_data: Path) -> None:
+    data = load_lanl(_csv(fixture_data), systems={16})
     assert data.n_nodes == 16 and data.fail_node.size == 2680
     # production Dec-96 .. Sep-02 (decommissioned): every failure inside it
     start = datetime(1996, 12, 1) - datetime(1970, 1, 1)
@@ -48,8 +48,8 @@ def test_system_16_population(shared_data: Path) -> None:
     assert int(grid.label.sum()) == n_fail_days
 
 
-def test_unlisted_nodes_fill_the_system(shared_data: Path) -> None:
-    data = load_lanl(_csv(shared_data), systems={21})
+def test_unlisted_nodes_fill_the_system(fixture_data: Path) -> None:
+    data = load_lanl(_csv(fixture_data), systems={21})
     assert data.n_nodes == 128  # 48 nodes appear in the records, 80 never failed
     assert sum("unlisted" in s for s in data.node_label) == 80
     assert np.all(rack_groups(data)[[("unlisted" in s) for s in data.node_label]] == -1)
@@ -61,9 +61,9 @@ def _auc(score: np.ndarray, label: np.ndarray) -> float:
     return float((r[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (label.size - n_pos)))
 
 
-def test_predictor_beats_chance_on_system_21(shared_data: Path) -> None:
+def test_predictor_beats_chance_on_system_21(fixture_data: Path) -> None:
     """128 nodes over four months, every node-day predicted from the history before it."""
-    data = load_lanl(_csv(shared_data), systems={21})
+    data = load_lanl(_csv(fixture_data), systems={21})
     groups = rack_groups(data)
     fp = FailurePredictor(horizon_s=DAY_S, refit_interval_s=30 * DAY_S)
     names = data.node_label
@@ -87,9 +87,9 @@ def test_predictor_beats_chance_on_system_21(shared_data: Path) -> None:
 
 
 @pytest.mark.parametrize("system", [16])
-def test_renewal_alone_ranks_recent_failers_higher(shared_data: Path, system: int) -> None:
+def test_renewal_alone_ranks_recent_failers_higher(fixture_data: Path, system: int) -> None:
     """The history-only renewal model on a real system: AUC well above chance."""
-    data = load_lanl(_csv(shared_data), systems={system})
+    data = load_lanl(_csv(fixture_data), systems={system})
     fp = FailurePredictor(horizon_s=DAY_S, refit_interval_s=365 * DAY_S, learner="renewal")
     for i, name in enumerate(data.node_label):
         fp.add_node(name, since_ts=float(data.prod_start_s[i]))

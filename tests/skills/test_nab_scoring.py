@@ -74,8 +74,8 @@ FILES = [
 
 
 @pytest.mark.parametrize("detector", ["numenta", "windowedGaussian"])
-def test_reproduces_published_per_file_scores(shared_data: Path, detector: str) -> None:
-    nab = shared_data / "nab"
+def test_reproduces_published_per_file_scores(fixture_data: Path, detector: str) -> None:
+    nab = fixture_data / "nab"
     windows = json.loads((nab / "labels" / "combined_windows.json").read_text())
     published = ns.read_published_scores(nab / "results" / f"{detector}_standard_scores.csv", FILES)
     for key in FILES:
