@@ -6,10 +6,11 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 MIX_BUILD := beam/_build/.compiled
+OTP_LIBS := .cache/otp-libs/.stamp
 
 .PHONY: setup run test test-python test-beam check-newer-elixir lint format bench clean
 
-setup: $(STAMP) $(MIX_BUILD)
+setup: $(STAMP) $(OTP_LIBS) $(MIX_BUILD)
 
 # System packages: Debian's Erlang/OTP 25 and Elixir, when missing.
 .ci/.otp-ok:
@@ -32,7 +33,26 @@ $(STAMP): pyproject.toml setup.py .ci/.otp-ok
 	@$(PY) -m pip install -q -e '.[test,bench]'
 	@touch $@
 
-$(MIX_BUILD): .ci/.otp-ok $(shell find beam/lib beam/mix.exs beam/config -type f 2>/dev/null)
+# Ra 2.2.0 (Raft, for the strong state) and its dependencies, built for OTP 25, come from Debian's
+# rabbitmq-server package: downloaded and unpacked only (no RabbitMQ is installed or started).
+# The app adds .cache/otp-libs/*/ebin to its code path (beam/mix.exs, tests/agents/beam_app.py).
+OTP_LIB_NAMES := ra aten gen_batch_server seshat prometheus quantile_estimator cowboy cowlib ranch
+$(OTP_LIBS): .ci/.otp-ok
+	@echo "==> Ra and its dependencies from Debian's rabbitmq-server package"
+	@set -e; rm -rf .cache/rabbitmq-deb .cache/otp-libs; mkdir -p .cache/rabbitmq-deb .cache/otp-libs; \
+	  cd .cache/rabbitmq-deb; \
+	  apt-get download rabbitmq-server >/dev/null 2>&1 || \
+	    { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
+	      apt-get download rabbitmq-server >/dev/null; }; \
+	  dpkg -x rabbitmq-server_*.deb root; \
+	  plugins=$$(echo root/usr/lib/rabbitmq/lib/rabbitmq_server-*/plugins); \
+	  for lib in $(OTP_LIB_NAMES); do \
+	    dir=$$(ls -d "$$plugins/$$lib"-[0-9]* | head -1); test -d "$$dir/ebin"; \
+	    cp -r "$$dir" ../otp-libs/; \
+	  done; \
+	  cd .. && rm -rf rabbitmq-deb && touch otp-libs/.stamp
+
+$(MIX_BUILD): .ci/.otp-ok $(OTP_LIBS) $(shell find beam/lib beam/mix.exs beam/config -type f 2>/dev/null)
 	@echo "==> compiling the BEAM application"
 	@cd beam && MIX_ENV=dev mix compile --force >/dev/null && MIX_ENV=test mix compile >/dev/null
 	@mkdir -p $(dir $@) && touch $@

@@ -1,6 +1,11 @@
 defmodule DSPEx.Clustering.MixProject do
   use Mix.Project
 
+  # Ra (the strong state's Raft) and its dependencies are OTP applications unpacked by
+  # `make setup` from Debian's rabbitmq-server package into .cache/otp-libs (no hex, no network).
+  @otp_libs Path.expand("../.cache/otp-libs", __DIR__)
+  for ebin <- Path.wildcard(Path.join(@otp_libs, "*/ebin")), do: Code.prepend_path(ebin)
+
   def project do
     [
       app: :dspex_cluster,
@@ -17,7 +22,7 @@ defmodule DSPEx.Clustering.MixProject do
 
   def application do
     [
-      extra_applications: [:logger, :crypto, :os_mon, :inets, :runtime_tools],
+      extra_applications: [:logger, :crypto, :os_mon, :inets, :runtime_tools, :ra],
       mod: {DSPEx.Clustering.Application, []}
     ]
   end

@@ -14,3 +14,5 @@ if file = System.get_env("DSPEX_COOKIE_FILE"), do: config(:dspex_cluster, cookie
 
 if caps = System.get_env("DSPEX_CAPABILITIES"),
   do: config(:dspex_cluster, capabilities: Enum.map(split.(caps), &String.to_atom/1))
+
+if dir = System.get_env("DSPEX_STATE_DIR"), do: config(:dspex_cluster, state_dir: dir)

@@ -8,9 +8,12 @@ in the application environment — the same code `beam/bin/dspex-node` runs, min
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import importlib.util
 import os
+import shutil
+import tempfile
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,8 +40,13 @@ def interop_conftest(alias: str) -> Any:
     return module
 
 
+# The strong state's Ra data of this session's nodes (<dir>/<node>), removed at exit.
+STATE_DIR = tempfile.mkdtemp(prefix="dspex-test-state.")
+atexit.register(shutil.rmtree, STATE_DIR, True)
+
 # Fast reports keep the tests short; discovery off: tests connect nodes themselves.
 TEST_ENV: dict[str, Any] = {
+    "state_dir": f'<<"{STATE_DIR}">>',
     "discovery": "[]",
     "health_interval_ms": "200",
     "load_interval_ms": "200",
@@ -62,7 +70,9 @@ def compiled_paths() -> tuple[str, ...]:
         check=True,
     ).stdout.split()
     app = BEAM_DIR / "_build" / "dev" / "lib" / "dspex_cluster" / "ebin"
-    return (str(app), *(str(Path(p) / "ebin") for p in out))
+    # Ra and its dependencies, unpacked by `make setup` (see beam/mix.exs)
+    otp_libs = sorted(str(p) for p in (REPO / ".cache" / "otp-libs").glob("*/ebin"))
+    return (str(app), *(str(Path(p) / "ebin") for p in out), *otp_libs)
 
 
 def start_app_node(

@@ -23,6 +23,8 @@ defmodule DSPEx.Clustering.Application do
       DSPEx.Clustering.LoadBalancer,
       # the Python advisor, drained nodes, placed agents
       DSPEx.Clustering.PlacementServices,
+      # the strong state's Ra group (needs membership)
+      DSPEx.Clustering.State.ConsistencyManager,
       # last: connecting to other nodes starts once everything that watches them runs
       DSPEx.Clustering.NodeDiscovery
     ]

@@ -27,6 +27,17 @@ defmodule DSPEx.Clustering.Config do
   | `:placement_budget_ms` | 50 | 100 | time budget for the advisors |
   | `:cluster_name` | `"dspex"` | `"dspex"` | nodes of other clusters are refused by discovery |
   | `:cookie_file` | nil | nil | read the cookie from this file at start (not logged) |
+  | `:consistency` | `:eventual` | `:strong` | `DSPEx.Clustering.State`'s default consistency |
+  | `:replication_factor` | 1 | 3 | members of the strong state's Ra group |
+  | `:state_timeout_ms` | 5_000 | 5_000 | default timeout of a strong call |
+  | `:max_value_bytes` | 1_048_576 | 1_048_576 | largest value (external term format) |
+  | `:state_dir` | nil | nil | Ra's data go to `<state_dir>/<node>` (nil: `<tmp>/dspex-state`) |
+  | `:state_voter` | true | true | this node may be a member of the strong group (else a client) |
+  | `:state_snapshot_every` | 10_000 | 10_000 | strong commands applied between snapshots |
+  | `:state_lag_threshold` | 1_000 | 1_000 | entries behind before `cluster.consistency.lag` |
+  | `:state_check_interval_ms` | 500 | 500 | how often the ConsistencyManager checks the group |
+  | `:state_member_down_after_ms` | 10_000 | 30_000 | a member down this long is replaced |
+  | `:state_form_after_ms` | 2_000 | 3_000 | a node waits this long before forming a group |
   """
 
   @weights %{cpu: 0.30, memory: 0.25, agents: 0.20, network: 0.15, capability: 0.10}
@@ -52,7 +63,18 @@ defmodule DSPEx.Clustering.Config do
       max_drained_share: 0.34,
       placement_budget_ms: 50,
       cluster_name: "dspex",
-      cookie_file: nil
+      cookie_file: nil,
+      consistency: :eventual,
+      replication_factor: 1,
+      state_timeout_ms: 5_000,
+      max_value_bytes: 1_048_576,
+      state_dir: nil,
+      state_voter: true,
+      state_snapshot_every: 10_000,
+      state_lag_threshold: 1_000,
+      state_check_interval_ms: 500,
+      state_member_down_after_ms: 10_000,
+      state_form_after_ms: 2_000
     },
     production: %{
       discovery: [:dns],
@@ -74,7 +96,18 @@ defmodule DSPEx.Clustering.Config do
       max_drained_share: 0.34,
       placement_budget_ms: 100,
       cluster_name: "dspex",
-      cookie_file: nil
+      cookie_file: nil,
+      consistency: :strong,
+      replication_factor: 3,
+      state_timeout_ms: 5_000,
+      max_value_bytes: 1_048_576,
+      state_dir: nil,
+      state_voter: true,
+      state_snapshot_every: 10_000,
+      state_lag_threshold: 1_000,
+      state_check_interval_ms: 500,
+      state_member_down_after_ms: 30_000,
+      state_form_after_ms: 3_000
     }
   }
 
