@@ -13,9 +13,9 @@ import fcntl
 import importlib.util
 import os
 import shutil
-import tempfile
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
