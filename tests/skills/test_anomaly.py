@@ -87,16 +87,75 @@ def test_multivariate_explain_names_the_driving_feature() -> None:
     assert det._seen == before
 
 
-def test_fit_warms_up_on_normal_history() -> None:
-    x = noisy_daily(3000, seed=7)
-    cold = AnomalyDetector().score_series(x[2000:2100])
-    warm = AnomalyDetector().fit(x[:2000]).score_series(x[2000:2100])
-    assert cold[:30].max() == 0.0  # the cold detector is still in its warm-up rows
-    assert (warm >= AnomalyDetector().threshold).sum() == 0
-    x_spike = x[2000:2100].copy()
+def test_fit_learns_normal_and_calibrates_its_threshold() -> None:
+    x = noisy_daily(8000, seed=7)
+    cold = AnomalyDetector().score_series(x[4000:4100])
+    assert cold[:30].max() == 0.0  # without fit: the online views' warm-up rows
+    det = AnomalyDetector().fit(x[:4000])
+    assert det.fitted and det.threshold == 0.5
+    normal = det.score_series(x[4000:8000])
+    assert (normal >= det.threshold).mean() <= 0.03  # false_alarm_rate 0.02 (calibrated)
+    x_spike = x[4000:4100].copy()
     x_spike[50] += 40.0
-    det = AnomalyDetector().fit(x[:2000])
+    det = AnomalyDetector().fit(x[:4000])
     assert det.score_series(x_spike)[50] >= det.threshold
+    # Too little history for a reference: fit only warms the online views up, as before.
+    short = AnomalyDetector().fit(x[:200])
+    assert not short.fitted and short.threshold == AnomalyDetector().threshold
+
+
+def correlated_metrics(rows: int, seed: int) -> np.ndarray:
+    """Eight metrics driven by two periodic load factors plus noise (CPU, network, ...)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    load = np.stack((np.sin(2 * np.pi * t / 288), np.sin(2 * np.pi * t / 1000 + 1.0)), 1)
+    mix = rng.normal(0, 1, (2, 8))
+    return 5.0 + load @ mix + rng.normal(0, 0.05, (rows, 8))
+
+
+def test_fitted_detector_sees_a_broken_correlation_within_every_metrics_range() -> None:
+    x = correlated_metrics(6000, seed=11)
+    test = x[4000:].copy()
+    # Metric 3 keeps its usual range but stops following the load (it is replayed from a day
+    # earlier, out of phase): only the joint view can tell.
+    test[1000:1100, 3] = x[4000 + 1000 - 150 : 4000 + 1100 - 150, 3]
+    lo, hi = x[:4000, 3].min(), x[:4000, 3].max()
+    assert lo <= test[1000:1100, 3].min() and test[1000:1100, 3].max() <= hi
+    det = AnomalyDetector(8, feature_names=[f"m{i}" for i in range(8)]).fit(x[:4000])
+    s = det.score_series(test)
+    flagged = s >= det.threshold
+    assert flagged[1000:1100].mean() >= 0.5
+    assert np.r_[flagged[:1000], flagged[1150:]].mean() <= 0.03
+    top = int(np.argmax(s[1000:1100])) + 1000
+    det2 = AnomalyDetector(8, feature_names=[f"m{i}" for i in range(8)]).fit(x[:4000])
+    det2.score_series(test[: top + 1])
+    assert next(iter(det2.explain())) == "m3"
+
+
+def test_fitted_detector_blames_a_metric_leaving_its_training_range() -> None:
+    x = correlated_metrics(5000, seed=12)
+    det = AnomalyDetector(8, feature_names=[f"m{i}" for i in range(8)]).fit(x[:4000])
+    before = det.score_series(x[4000:4500])
+    row = x[4500].copy()
+    row[6] = x[:4000, 6].max() + 3 * x[:4000, 6].std()
+    shares = det.explain(row)  # probes a copy: the detector does not move
+    assert next(iter(shares)) == "m6" and shares["m6"] > 0.5
+    assert det.update(row) >= det.threshold
+    assert (before >= det.threshold).mean() <= 0.03
+
+
+def test_fitted_update_equals_score_series_and_is_causal() -> None:
+    x = correlated_metrics(3000, seed=13)
+    a = AnomalyDetector(8).fit(x[:2000])
+    b = AnomalyDetector(8).fit(x[:2000])
+    batch = a.score_series(x[2000:])
+    one = np.array([b.update(r) for r in x[2000:2300]])
+    rest = b.score_series(x[2300:])
+    np.testing.assert_allclose(np.r_[one, rest], batch, rtol=0, atol=1e-12)
+    c = AnomalyDetector(8).fit(x[:2000])
+    y = x[2000:].copy()
+    y[500:] += 100.0  # a wildly different future changes no earlier score
+    np.testing.assert_array_equal(c.score_series(y)[:500], batch[:500])
 
 
 def test_missing_values_and_bad_shapes() -> None:

@@ -19,6 +19,14 @@ score is ``1 / (1 + p / p_scale)`` in [0, 1].
 
 Everything is causal (row t sees rows <= t only), deterministic, and vectorised over blocks of rows;
 ``update(row)`` runs the same code on a block of one row, so it equals ``score_series``.
+
+``fit(train)`` switches to a second mode, for many correlated metrics with a block of normal history
+(see ``anomaly_reference``): the training rows become the reference of what normal looks like —
+per-metric rarity against them and the metrics' joint structure, in five views — and the threshold
+is calibrated on the training block's own cross-fitted scores at ``false_alarm_rate``. Scores are
+then raw / (raw + calibrated raw threshold), so ``threshold`` is 0.5. The reference is fixed: call
+``fit`` again on newer normal history to move it. Without ``fit`` (e.g. a stream with no history
+yet) the online rarity views above are used, with ``threshold`` as given.
 """
 
 from __future__ import annotations
@@ -30,6 +38,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from dspex_cluster.skills.anomaly_feature import VIEW_NAMES, FeatureBank, RarityConfig
+from dspex_cluster.skills.anomaly_reference import (
+    CALIBRATED_MIN_ROWS,
+    ReferenceConfig,
+    ReferenceModel,
+    calibrate,
+)
 from dspex_cluster.skills.anomaly_window import CHUNK
 
 # The default alert threshold: the score NAB's standard profile favours for this detector on the
@@ -57,6 +71,7 @@ class AnomalyDetector:
         repeat_factor: float = 0.5,
         damping: float = 10.0,
         threshold: float = DEFAULT_THRESHOLD,
+        reference: ReferenceConfig | None = None,
     ) -> None:
         if n_features < 1:
             raise ValueError("n_features must be >= 1")
@@ -86,26 +101,54 @@ class AnomalyDetector:
         self._recent_p = np.ones(0)  # combined p-values of the last quiet_rows rows
         self._last_view_p = np.ones((n_features, len(VIEW_NAMES)))
         self._last_score = 0.0
+        self.reference_config = reference or ReferenceConfig()
+        self._reference: ReferenceModel | None = None
+        self.raw_threshold = 0.0  # the calibrated raw score (fitted mode)
+        self._last_blame = np.zeros(n_features)
 
     # --- public API -------------------------------------------------------------------------
 
     def fit(self, history: ArrayLike) -> AnomalyDetector:
-        """Warm up on normal history (rows x features); the scores of those rows are dropped."""
-        self.score_series(history)
+        """Learn what normal looks like from ``history`` (rows x features, time order).
+
+        With at least ``CALIBRATED_MIN_ROWS`` rows (256) this builds the training reference and
+        calibrates the threshold (module docstring); with fewer, the rows only warm up the online
+        views (their scores are dropped). Missing readings are carried forward first.
+        """
+        data = self._as_matrix(history)
+        if data.shape[0] < CALIBRATED_MIN_ROWS:
+            self.score_series(data)
+            return self
+        cfg = self.reference_config
+        self.raw_threshold = max(calibrate(data, cfg), 1e-12)
+        self._reference = ReferenceModel(cfg).fit(data)
+        self.threshold = 0.5
+        self._last = data[-1].copy()
         return self
+
+    @property
+    def fitted(self) -> bool:
+        """True once ``fit`` has built a training reference (the second mode)."""
+        return self._reference is not None
 
     def score_series(self, X: ArrayLike) -> NDArray[np.float64]:
         """One score in [0, 1] per row of X (rows in time order); the state moves past X."""
         data = self._as_matrix(X)
         out = np.empty(data.shape[0])
+        if self._reference is not None:
+            for start in range(0, data.shape[0], 4096):  # bounded temporary arrays
+                out[start : start + 4096] = self._score_reference(data[start : start + 4096])
+            return out
         for start in range(0, data.shape[0], CHUNK):
             out[start : start + CHUNK] = self._score_block(data[start : start + CHUNK])
         return out
 
     def update(self, row: ArrayLike) -> float:
         """Score one new row (n_features values); same result as score_series row by row."""
-        r = np.asarray(row, dtype=np.float64).reshape(1, -1)
-        return float(self._score_block(self._as_matrix(r))[0])
+        r = self._as_matrix(np.asarray(row, dtype=np.float64).reshape(1, -1))
+        if self._reference is not None:
+            return float(self._score_reference(r)[0])
+        return float(self._score_block(r)[0])
 
     def explain(self, row: ArrayLike | None = None) -> dict[str, float]:
         """Each feature's share of the evidence, largest first.
@@ -113,7 +156,19 @@ class AnomalyDetector:
         Without ``row``: the last scored row. With ``row``: that row scored as the next one, on a
         copy of the detector, leaving this one unchanged. A share is the feature's surprise beyond
         the ordinary, max(0, -log10(p) - 1) (p-values above 0.1 add nothing), over the row's total.
+        Fitted: each view's evidence is split over the metrics by their rarity and their terms of
+        the Mahalanobis distance, summed over views.
         """
+        if self._reference is not None:
+            blame = self._last_blame
+            if row is not None:
+                probe = copy.deepcopy(self)
+                probe.update(row)
+                blame = probe._last_blame
+            total = float(blame.sum())
+            shares = blame / total if total > 0 else np.zeros_like(blame)
+            order = np.argsort(-shares, kind="stable")
+            return {self.feature_names[i]: float(shares[i]) for i in order}
         if row is None:
             feature_p = self._last_view_p.min(axis=1)
         else:
@@ -163,6 +218,16 @@ class AnomalyDetector:
             data[i, bad] = prev[bad]
             prev = data[i]
         return data
+
+    def _score_reference(self, block: NDArray[np.float64]) -> NDArray[np.float64]:
+        assert self._reference is not None
+        raw = self._reference.evidence(block)
+        scores = raw / (raw + self.raw_threshold)
+        self._seen += block.shape[0]
+        self._last = block[-1].copy()
+        self._last_blame = self._reference.last_blame
+        self._last_score = float(scores[-1])
+        return scores
 
     def _score_block(self, block: NDArray[np.float64]) -> NDArray[np.float64]:
         # Season checks happen at fixed absolute rows: split the block there.
