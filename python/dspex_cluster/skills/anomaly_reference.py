@@ -1,4 +1,4 @@
-"""What normal looks like, learned from a training block of many metrics, and how far a row is from it.
+"""What normal looks like, learned from a block of many metrics, and how far a row is from it.
 
 A training block (rows x metrics, e.g. a month of a server's metrics) is taken as normal. Each row
 is then seen five ways (``VIEWS``), each a vector with one entry per metric:
@@ -161,7 +161,9 @@ class ReferenceModel:
     def _find_period(self, x: NDArray[np.float64]) -> int:
         """The most common seasonal period among the metrics (0 if fewer than a third have one)."""
         recent = x[-8192:]
-        periods = [detect_period(recent[:, j], self.config.season_min_lag) for j in range(x.shape[1])]
+        periods = [
+            detect_period(recent[:, j], self.config.season_min_lag) for j in range(x.shape[1])
+        ]
         found = [p for p in periods if p]
         if len(found) * 3 < x.shape[1]:
             return 0
