@@ -23,6 +23,7 @@ _EXPORTS = {
     "Process": "dspex_cluster.runtime",
     "GenServer": "dspex_cluster.runtime",
     "Exit": "dspex_cluster.runtime",
+    "State": "dspex_cluster.state",
 }
 
 __all__ = sorted(_EXPORTS)
