@@ -199,3 +199,17 @@ def test_garbage_names_fail_cleanly(garbage: bytes) -> None:
     acc = AcceptorHandshake(B, F.node_flags(True), 2, "c")
     with pytest.raises(HandshakeError):
         acc.receive_data(garbage)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"a" * 4000 + b"@127.0.0.1", b"bad\x00name@127.0.0.1", b"two@at@host", b"@host", b"name@",
+     b"sp ace@host", "\u00e9".encode() * 300 + b"@h"],
+)  # fmt: skip
+def test_acceptor_refuses_names_otp_would_not_accept(name: bytes) -> None:
+    """No status (no `sok`) for a name that is not a valid node name atom."""
+    acceptor = AcceptorHandshake("b@127.0.0.1", F.node_flags(True), 2, "c")
+    msg = b"N" + struct.pack(">QIH", F.node_flags(True), 1, len(name)) + name
+    with pytest.raises(HandshakeError, match="invalid peer name"):
+        acceptor.receive_data(struct.pack(">H", len(msg)) + msg)
+    assert acceptor.data_to_send() == b""

@@ -16,6 +16,13 @@ PORT_PLEASE2_REQ = 122
 PORT2_RESP = 119
 NAMES_REQ = 110
 
+# Bounds on what we read from an epmd (or something pretending to be one): a registered name is
+# at most 255 characters (epmd's MAXSYMLEN, 255 * 4 bytes of UTF-8); the extra field is ours to
+# bound; a NAMES listing of thousands of nodes is still far below MAX_NAMES_REPLY.
+MAX_NAME_BYTES = 255 * 4
+MAX_EXTRA_BYTES = 1024
+MAX_NAMES_REPLY = 1 << 20
+
 NODE_TYPE_VISIBLE = 77
 NODE_TYPE_HIDDEN = 72
 PROTOCOL_TCP = 0

@@ -10,6 +10,7 @@ import struct
 from typing import Any
 
 from dspex_cluster.etf import IMPLEMENTATION, NO_MESSAGE, ETFError, decode_from, encode
+from dspex_cluster.etf.brief import brief
 
 PASS_THROUGH = 112
 TICK_FRAME = b"\x00\x00\x00\x00"
@@ -122,7 +123,7 @@ def _decode_frame(
     if pos != stop:
         raise FrameError(f"the terms do not end where the frame does ({pos} != {stop})")
     if type(control) is not tuple or not control or type(control[0]) is not int:
-        raise FrameError(f"control message is not a tuple with an opcode: {control!r:.100}")
+        raise FrameError(f"control message is not a tuple with an opcode: {brief(control, 100)}")
     return control, message
 
 

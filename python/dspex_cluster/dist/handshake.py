@@ -19,6 +19,21 @@ from enum import Enum, auto
 from dspex_cluster.dist import flags as F
 
 MAX_HANDSHAKE_MESSAGE = 4096  # a name is at most 255 bytes; anything bigger is hostile
+MAX_NODE_NAME_CHARS = 255  # a node name is an atom
+
+
+def valid_node_name(name: str) -> bool:
+    """What dist_util accepts as a peer's name: an atom (at most 255 characters) of the form
+    alive@host, both parts non-empty, one '@', and no control characters or white space."""
+    if not 3 <= len(name) <= MAX_NODE_NAME_CHARS or name.count("@") != 1:
+        return False
+    alive, host = name.split("@")
+    return bool(alive and host) and name.isprintable() and not any(c.isspace() for c in name)
+
+
+def _shown(text: str) -> str:
+    """Peer-supplied text in an error message, cut short."""
+    return repr(text[:80]) + ("..." if len(text) > 80 else "")
 
 
 class HandshakeError(Exception):
@@ -165,14 +180,16 @@ class InitiatorHandshake(_Machine):
         if self.state is _State.AWAIT_STATUS:
             if tag != b"s":
                 raise self._fail(f"expected status, got tag {tag!r}")
-            self.status = msg[1:].decode("latin-1")
+            self.status = msg[1:].decode("latin-1")[:64]
             if self.status in ("ok", "ok_simultaneous"):
                 self.state = _State.AWAIT_CHALLENGE
             elif self.status == "alive":
                 self.state = _State.AWAIT_ALIVE_DECISION
                 return AliveAsked(self.expected_peer)
             else:  # nok, not_allowed, or anything unknown
-                raise self._fail(f"peer {self.expected_peer} refused the connection: {self.status}")
+                raise self._fail(
+                    f"peer {self.expected_peer} refused the connection: {_shown(self.status)}"
+                )
             return None
         if self.state is _State.AWAIT_CHALLENGE:
             if tag != b"N" or len(msg) < 19:
@@ -180,7 +197,7 @@ class InitiatorHandshake(_Machine):
             peer_flags, challenge, creation, nlen = struct.unpack_from(">QIIH", msg, 1)
             name = msg[19 : 19 + nlen].decode("utf-8", "replace")
             if name != self.expected_peer:
-                raise self._fail(f"dialled {self.expected_peer} but {name} answered")
+                raise self._fail(f"dialled {self.expected_peer} but {_shown(name)} answered")
             self.peer_name, self.peer_flags, self.peer_creation = name, peer_flags, creation
             self._check_peer_flags()
             digest = gen_digest(challenge, self._cookie)
@@ -194,7 +211,6 @@ class InitiatorHandshake(_Machine):
                 raise self._fail(f"{self.peer_name} failed our challenge (cookie mismatch)")
             return self._established()
         raise self._fail(f"unexpected message in state {self.state.name}")
-
 
     def answer_alive(self, still_pending: bool) -> list[Event]:
         """Answer `alive`: true makes the peer drop its old connection and carry on with this
@@ -237,8 +253,8 @@ class AcceptorHandshake(_Machine):
                 self.peer_name = name_bytes.decode("utf-8")
             except UnicodeDecodeError:
                 raise self._fail("peer name is not UTF-8") from None
-            if "@" not in self.peer_name:
-                raise self._fail(f"peer name {self.peer_name!r} has no host part")
+            if not valid_node_name(self.peer_name):
+                raise self._fail(f"invalid peer name {_shown(self.peer_name)}")
             self.peer_flags, self.peer_creation = peer_flags, creation
             self.state = _State.AWAIT_STATUS_DECISION
             return PeerNamed(self.peer_name, peer_flags, creation)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from dspex_cluster.dist.framing import TICK_FRAME, FrameReader
@@ -22,6 +23,7 @@ from dspex_cluster.dist.handshake import (
     PeerNamed,
 )
 from dspex_cluster.etf import Atom
+from dspex_cluster.etf.brief import LOG_LIMIT, brief, brief_exception, clip
 
 if TYPE_CHECKING:
     from dspex_cluster.runtime.node import Node
@@ -176,7 +178,7 @@ class DistConnection(asyncio.Protocol):
             self.refused_nok = True
         if not quiet and not self.superseded:
             peer = self.peer_name or self._peer_address()
-            log.warning("distribution handshake with %s failed: %s", peer, why)
+            log.warning("distribution handshake with %s failed: %s", clip(str(peer), 80), clip(why))
         self.close_reason = why
         self.close(abort=False)
 
@@ -207,8 +209,14 @@ class DistConnection(asyncio.Protocol):
                 try:
                     handlers[control[0]](self, control, message)
                 except Exception as err:  # a malformed control message: drop this connection
-                    log.debug("dispatch failure", exc_info=True)
-                    self.abort(f"malformed control message {control!r:.120}: {err!r}")
+                    # never the exception's own text or repr: it may hold a 50 MB key
+                    if log.isEnabledFor(logging.DEBUG):
+                        where = "".join(traceback.format_tb(err.__traceback__, limit=-6))
+                        log.debug("dispatch failure %s in\n%s", brief_exception(err), where)
+                    self.abort(
+                        f"malformed control message {brief(control, 160)}: "
+                        f"{brief_exception(err, 200)}"
+                    )
                     return
         finally:
             self._dispatching = False
@@ -269,6 +277,8 @@ class DistConnection(asyncio.Protocol):
         """Drop the connection because of what the peer sent; logged, never silent."""
         if self.closed:
             return
+        if len(reason) > 2 * LOG_LIMIT:  # peer data is already bounded where it is formatted
+            reason = reason[: 2 * LOG_LIMIT] + "..."
         log.warning("closing the connection to %s: %s", self.peer_name, reason)
         self.close_reason = reason
         self.close(abort=True)

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from dspex_cluster.dist import control as C
 from dspex_cluster.dist import flags as F
-from dspex_cluster.etf import Atom, Pid
+from dspex_cluster.dist.framing import encode_frame
+from dspex_cluster.etf import NO_MESSAGE, Atom, Pid, Reference
+from dspex_cluster.etf.brief import brief
 from dspex_cluster.runtime.atoms import NOPROC
 from dspex_cluster.runtime.rpc import serve_spawn_request
 
@@ -89,7 +91,7 @@ class ControlDispatcher:
     # -- links and exits -----------------------------------------------------------------------
 
     def _link(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
-        sender, to = _pid(ctrl[1]), _pid(ctrl[2])
+        sender, to = _peer_pid(conn, ctrl[1], "LINK sender"), self._local_pid(ctrl[2], "LINK")
         ep = self.node._procs.get(to)
         if ep is None:
             self._noproc_exit(conn, to, sender)
@@ -98,25 +100,30 @@ class ControlDispatcher:
 
     def _noproc_exit(self, conn: DistConnection, dead: Pid, to: Pid) -> None:
         if conn.flags & F.EXIT_PAYLOAD:
-            self.node._send_control(to.node, C.payload_exit(dead, to), NOPROC)
+            self._reply(conn, C.payload_exit(dead, to), NOPROC)
         else:
-            self.node._send_control(to.node, C.exit_(dead, to, NOPROC))
+            self._reply(conn, C.exit_(dead, to, NOPROC))
 
     def _unlink(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
-        ep = self.node._procs.get(ctrl[2])
-        if ep is not None:
-            ep._links.discard(ctrl[1])
-
-    def _unlink_id(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
-        unlink_id, sender, to = ctrl[1], _pid(ctrl[2]), _pid(ctrl[3])
+        sender, to = _peer_pid(conn, ctrl[1], "UNLINK sender"), self._local_pid(ctrl[2], "UNLINK")
         ep = self.node._procs.get(to)
         if ep is not None:
             ep._links.discard(sender)
-        self.node._send_control(sender.node, C.unlink_id_ack(unlink_id, to, sender))
+
+    def _unlink_id(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
+        unlink_id = ctrl[1]
+        if type(unlink_id) is not int:
+            raise ProtocolViolation("UNLINK_ID id is not an integer")
+        sender = _peer_pid(conn, ctrl[2], "UNLINK_ID sender")
+        to = self._local_pid(ctrl[3], "UNLINK_ID")
+        ep = self.node._procs.get(to)
+        if ep is not None:
+            ep._links.discard(sender)
+        self._reply(conn, C.unlink_id_ack(unlink_id, to, sender))
 
     def _exit(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
         reason = _reason(ctrl, message, (C.EXIT, C.EXIT_TT))
-        sender, to = ctrl[1], _pid(ctrl[2])
+        sender, to = _peer_pid(conn, ctrl[1], "EXIT sender"), self._local_pid(ctrl[2], "EXIT")
         ep = self.node._procs.get(to)
         if ep is not None and sender in ep._links:
             ep._links.discard(sender)
@@ -124,17 +131,20 @@ class ControlDispatcher:
 
     def _exit2(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
         reason = _reason(ctrl, message, (C.EXIT2, C.EXIT2_TT))
-        ep = self.node._procs.get(_pid(ctrl[2]))
+        sender, to = _peer_pid(conn, ctrl[1], "EXIT2 sender"), self._local_pid(ctrl[2], "EXIT2")
+        ep = self.node._procs.get(to)
         if ep is not None:
-            ep._exit_signal(ctrl[1], reason, False)
+            ep._exit_signal(sender, reason, False)
 
     # -- monitors ------------------------------------------------------------------------------
 
     def _monitor(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
-        watcher, target, ref = _pid(ctrl[1]), ctrl[2], ctrl[3]
+        watcher, target, ref = _peer_pid(conn, ctrl[1], "MONITOR_P watcher"), ctrl[2], ctrl[3]
         node = self.node
+        if type(ref) is not Reference:
+            raise ProtocolViolation("MONITOR_P without a reference")
         if isinstance(target, Pid):
-            pid = target
+            pid = self._local_pid(target, "MONITOR_P")
         elif isinstance(target, Atom):
             pid = node._names.get(target)
         else:
@@ -146,6 +156,7 @@ class ControlDispatcher:
             ep._monitored_by[ref] = (watcher, target)
 
     def _demonitor(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
+        _peer_pid(conn, ctrl[1], "DEMONITOR_P watcher")
         target, ref = ctrl[2], ctrl[3]
         node = self.node
         pid = target if isinstance(target, Pid) else node._names.get(target)
@@ -159,7 +170,9 @@ class ControlDispatcher:
 
     def _monitor_exit(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
         reason = message if ctrl[0] == C.PAYLOAD_MONITOR_P_EXIT else ctrl[4]
-        watcher, ref = ctrl[2], ctrl[3]
+        target, watcher, ref = ctrl[1], self._local_pid(ctrl[2], "MONITOR_P_EXIT"), ctrl[3]
+        if not isinstance(target, Atom):
+            _peer_pid(conn, target, "MONITOR_P_EXIT target")
         ep = self.node._procs.get(watcher)
         if ep is None:
             return
@@ -170,12 +183,34 @@ class ControlDispatcher:
     # -- spawn ---------------------------------------------------------------------------------
 
     def _spawn_request(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
-        if len(ctrl) < 6:
-            raise ProtocolViolation("short SPAWN_REQUEST")
+        # Everything is checked before anything is attached: a refused request leaves nothing.
+        if len(ctrl) != (6 if ctrl[0] == C.SPAWN_REQUEST else 7):
+            raise ProtocolViolation(f"SPAWN_REQUEST of {len(ctrl)} elements")
+        req_id, _caller, group_leader, mfa, opts = ctrl[1:6]
+        if type(req_id) is not Reference:
+            raise ProtocolViolation("SPAWN_REQUEST id is not a reference")
+        _peer_pid(conn, ctrl[2], "SPAWN_REQUEST caller")
+        if type(group_leader) is not Pid:
+            raise ProtocolViolation("SPAWN_REQUEST group leader is not a pid")
+        if not (
+            type(mfa) is tuple
+            and len(mfa) == 3
+            and type(mfa[0]) is Atom
+            and type(mfa[1]) is Atom
+            and type(mfa[2]) is int
+        ):
+            raise ProtocolViolation("SPAWN_REQUEST {Module, Function, Arity} is malformed")
+        if type(opts) is not list or type(message) is not list or len(message) != mfa[2]:
+            raise ProtocolViolation("SPAWN_REQUEST options or arguments are not proper lists")
         serve_spawn_request(self.node, conn, ctrl, message)
 
     def _spawn_reply(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
-        req_id, to, flags, result = ctrl[1], ctrl[2], ctrl[3], ctrl[4]
+        req_id, flags, result = ctrl[1], ctrl[3], ctrl[4]
+        to = self._local_pid(ctrl[2], "SPAWN_REPLY")
+        if type(flags) is not int:
+            raise ProtocolViolation("SPAWN_REPLY flags are not an integer")
+        if not isinstance(result, Atom):
+            _peer_pid(conn, result, "SPAWN_REPLY result")
         node = self.node
         ep = node._procs.get(to)
         if ep is not None:
@@ -183,15 +218,34 @@ class ControlDispatcher:
                 ep._links.add(result)
             ep._spawn_reply(req_id, flags, result)
         elif isinstance(result, Pid) and flags & C.SPAWN_FLAG_MONITOR:
-            node._send_control(result.node, C.demonitor_p(to, result, req_id))
+            self._reply(conn, C.demonitor_p(to, result, req_id))
 
     def _ignore(self, conn: DistConnection, ctrl: tuple, message: Any) -> None:
         return
 
+    def _local_pid(self, value: Any, what: str) -> Pid:
+        """The pid a control message addresses must be one of this node's names (maybe of an
+        earlier incarnation, which then gets noproc); anything else is invalid, as in dist.c."""
+        if type(value) is not Pid or value.node != self.node.name:
+            raise ProtocolViolation(f"{what} to {brief(value, 80)}, not a pid of this node")
+        return value
 
-def _pid(value: Any) -> Pid:
-    if not isinstance(value, Pid):
-        raise ProtocolViolation(f"expected a pid, got {value!r:.60}")
+    def _reply(self, conn: DistConnection, ctrl: tuple, message: Any = NO_MESSAGE) -> None:
+        """An answer goes back on the connection the request came in on, never anywhere else."""
+        conn.send_frame(encode_frame(ctrl, message, self.node._control_encodings))
+
+
+def _peer_pid(conn: DistConnection, value: Any, what: str) -> Pid:
+    """A sender, watcher or linker must be a pid of the node at the other end of `conn` (same
+    name and creation): OTP's dist.c refuses anything else as an invalid message. Otherwise a
+    peer could attach links and monitors in another node's name that outlive its connection,
+    and make us dial wherever it likes to deliver the answers."""
+    if (
+        type(value) is not Pid
+        or value.node != conn.peer_name
+        or value.creation != conn.peer_creation
+    ):
+        raise ProtocolViolation(f"{what} {brief(value, 80)} is not a pid of {conn.peer_name}")
     return value
 
 

@@ -1,9 +1,14 @@
-"""Talking to epmd over asyncio: register (and stay registered), look up a node, list names."""
+"""Talking to epmd over asyncio: register (and stay registered), look up a node, list names.
+
+Every reply is read with a deadline and a bound on its size: a broken or fake epmd can make a
+request fail, never make us read without end.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import struct
 
 from dspex_cluster.dist import epmd as E
 
@@ -40,28 +45,51 @@ async def register(
         result, creation = reply
         if result != 0:
             raise E.EPMDError(f"epmd refused to register {name!r} (result {result}; name taken?)")
+        if creation == 0:  # reserved (erl_ext_dist): no node may use it
+            raise E.EPMDError("epmd answered creation 0, which is reserved")
         return Registration(writer, creation)
     except BaseException:
         writer.close()
         raise
 
 
-async def _request(host: str, epmd_port: int, request: bytes, timeout: float) -> bytes:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, epmd_port), timeout)
-    try:
-        writer.write(request)
-        return await asyncio.wait_for(reader.read(), timeout)  # epmd closes after answering
-    finally:
-        writer.close()
-
-
 async def port_please(host: str, name: str, epmd_port: int, timeout: float = 5) -> E.NodeInfo:
-    raw = await _request(host, epmd_port, E.port_please2_request(name), timeout)
+    """Where `name` listens on `host`: exactly one PORT2_RESP is read, field by field."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, epmd_port)
+        try:
+            writer.write(E.port_please2_request(name))
+            raw = await reader.readexactly(2)
+            if raw[0] == E.PORT2_RESP and raw[1] == 0:
+                raw += await reader.readexactly(10)  # port, type, protocol, versions, Nlen
+                (nlen,) = struct.unpack_from(">H", raw, 10)
+                if nlen > E.MAX_NAME_BYTES:
+                    raise E.EPMDError(f"epmd reply names a node of {nlen} bytes")
+                raw += await reader.readexactly(nlen + 2)
+                (elen,) = struct.unpack_from(">H", raw, 12 + nlen)
+                if elen > E.MAX_EXTRA_BYTES:
+                    raise E.EPMDError(f"epmd reply carries {elen} bytes of extra data")
+                raw += await reader.readexactly(elen)
+        except asyncio.IncompleteReadError:
+            raise E.EPMDError("epmd closed the connection in the middle of its reply") from None
+        finally:
+            writer.close()
     info = E.parse_port_please2_response(raw, closed=True)
     assert info is not None  # closed=True never returns None
     return info
 
 
 async def names(host: str, epmd_port: int, timeout: float = 5) -> dict[str, int]:
-    raw = await _request(host, epmd_port, E.names_request(), timeout)
-    return E.parse_names_response(raw)[1]
+    """The names registered with the epmd on `host` (the reply ends when epmd closes)."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, epmd_port)
+        try:
+            writer.write(E.names_request())
+            raw = bytearray()
+            while chunk := await reader.read(65536):
+                raw += chunk
+                if len(raw) > E.MAX_NAMES_REPLY:
+                    raise E.EPMDError(f"epmd NAMES reply over {E.MAX_NAMES_REPLY} bytes")
+        finally:
+            writer.close()
+    return E.parse_names_response(bytes(raw))[1]

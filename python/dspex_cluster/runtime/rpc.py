@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspex_cluster.dist import control as C
 from dspex_cluster.etf import Atom, Pid, Reference
+from dspex_cluster.etf.brief import brief, brief_exception
 from dspex_cluster.runtime.atoms import (
     ERROR,
     NOCONNECTION,
@@ -163,7 +164,13 @@ def serve_spawn_request(node: Node, conn: DistConnection, ctrl: tuple, args: Any
     fn = node.exposed_function(module, fun) if isinstance(module, str) else None
     if fn is None:
         stack = [(module, fun, len(args), [])]
-        log.info("refused %s:%s/%d from %s: not exposed", module, fun, len(args), caller.node)
+        log.info(
+            "refused %s:%s/%d from %s: not exposed",
+            brief(module, 80),
+            brief(fun, 80),
+            len(args),
+            caller.node,
+        )
         node._terminate(ep, _wrap(mode, res_ref, "error", UNDEF, stack))
         return
     try:
@@ -194,7 +201,7 @@ async def _finish_async(
 def _failure(mode: str, res_ref: Any, exc: Exception) -> Any:
     if isinstance(exc, Exit):
         return _wrap(mode, res_ref, "exit", exc.reason, None)
-    log.info("exposed function raised %s: %s", type(exc).__name__, exc)
+    log.info("exposed function raised %s", brief_exception(exc))
     return _wrap(mode, res_ref, "error", exception_reason(exc), exception_stack(exc))
 
 
