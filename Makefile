@@ -10,7 +10,7 @@ OTP_LIBS := .cache/otp-libs/.stamp
 
 .PHONY: setup run test test-python test-beam check-newer-elixir lint format bench clean
 
-setup: $(STAMP) $(OTP_LIBS) $(MIX_BUILD)
+setup: $(STAMP) $(OTP_LIBS) $(MIX_BUILD) .ci/.chromium-ok
 
 # System packages: Debian's Erlang/OTP 25 and Elixir, when missing.
 .ci/.otp-ok:
@@ -24,6 +24,16 @@ setup: $(STAMP) $(OTP_LIBS) $(MIX_BUILD)
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq iproute2 >/dev/null; }
 	@command -v dnsmasq >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dnsmasq-base >/dev/null; }
+	@touch $@
+
+# Debian's chromium and its driver, when missing: the dashboard's browser test drives them.
+.ci/.chromium-ok:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "==> installing chromium and chromium-driver (Debian)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
 	@touch $@
 
 $(STAMP): pyproject.toml setup.py .ci/.otp-ok

@@ -16,3 +16,8 @@ if caps = System.get_env("DSPEX_CAPABILITIES"),
   do: config(:dspex_cluster, capabilities: Enum.map(split.(caps), &String.to_atom/1))
 
 if dir = System.get_env("DSPEX_STATE_DIR"), do: config(:dspex_cluster, state_dir: dir)
+
+if port = System.get_env("DSPEX_METRICS_PORT"),
+  do: config(:dspex_cluster, metrics_port: String.to_integer(port))
+
+if bind = System.get_env("DSPEX_METRICS_BIND"), do: config(:dspex_cluster, metrics_bind: bind)

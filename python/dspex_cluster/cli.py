@@ -59,6 +59,13 @@ def _node_command(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await node.start()
+        ops = None
+        if args.metrics_port is not None:
+            from dspex_cluster.ops import OpsServer
+
+            ops = OpsServer(node, metrics_port=args.metrics_port, host=args.http_host)
+            await ops.start()
+            print(f"metrics at {ops.metrics_url}", flush=True)
         for target in _join_list(args.join):
             # once, at start: the node runs on either way (the peer may dial us later)
             if not await node.connect(target):
@@ -68,6 +75,8 @@ def _node_command(args: argparse.Namespace) -> int:
             flush=True,
         )
         await stop.wait()
+        if ops is not None:
+            await ops.stop()
         await node.stop()
 
     asyncio.run(main())
@@ -93,6 +102,10 @@ def _agent_node_command(args: argparse.Namespace) -> int:
                 epmd_port=args.epmd_port,
                 net_ticktime=args.net_ticktime,
                 ready=ready,
+                metrics_port=args.metrics_port,
+                dashboard_port=args.dashboard_port,
+                http_host=args.http_host,
+                on_ready=_print_ops_urls,
             )
         )
         try:
@@ -110,10 +123,35 @@ def _agent_node_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_ops_urls(agent_node: object) -> None:
+    ops = getattr(agent_node, "ops", None)
+    if ops is not None and ops.metrics_url:
+        print(f"metrics at {ops.metrics_url}", flush=True)
+    if ops is not None and ops.dashboard_url:
+        print(f"dashboard at {ops.dashboard_url}", flush=True)
+
+
+def _add_ops(parser: argparse.ArgumentParser, dashboard: bool) -> None:
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, metavar="P", help="serve Prometheus /metrics"
+    )
+    if dashboard:
+        parser.add_argument(
+            "--dashboard-port", type=int, default=None, metavar="P", help="serve the live dashboard"
+        )
+    parser.add_argument(
+        "--http-host",
+        default="127.0.0.1",
+        help="address the metrics/dashboard ports listen on (default 127.0.0.1)",
+    )
+
+
 def _platform_command(args: argparse.Namespace) -> int:
     from dspex_cluster.showcase import run_platform
 
-    return run_platform(quick=args.quick, duration_s=args.duration, out=args.out)
+    return run_platform(
+        quick=args.quick, duration_s=args.duration, out=args.out, dashboard_port=args.dashboard_port
+    )
 
 
 def _demo_command(args: argparse.Namespace) -> int:
@@ -161,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     node.add_argument("--epmd-port", type=int, default=None, help="default $ERL_EPMD_PORT/4369")
     _add_net_ticktime(node)
+    _add_ops(node, dashboard=False)
     node.set_defaults(func=_node_command)
 
     agent = sub.add_parser(
@@ -175,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     agent.add_argument("--epmd-port", type=int, default=None, help="default $ERL_EPMD_PORT/4369")
     _add_net_ticktime(agent)
+    _add_ops(agent, dashboard=True)
     agent.set_defaults(func=_agent_node_command)
 
     plat = sub.add_parser(
@@ -187,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--duration", type=float, default=None, help="seconds per workload phase (default 30)"
     )
     plat.add_argument("--out", default="reports/latest", help="report directory")
+    plat.add_argument(
+        "--dashboard-port", type=int, default=None, help="live dashboard port (default: a free one)"
+    )
     plat.set_defaults(func=_platform_command)
 
     demo = sub.add_parser("demo", help="a BEAM node and a Python node calling each other")

@@ -71,6 +71,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +142,8 @@ class LoadBalancer(Agent):
         self.placements: dict[Atom, int] = {}
         self.outcomes: deque[tuple[float, Atom, float]] = deque(maxlen=5000)  # (t, node, ms)
         self.decision_ms: deque[float] = deque(maxlen=5000)
+        # called with each decision's duration in seconds (the /metrics histogram)
+        self.decision_observers: list[Callable[[float], None]] = []
         self.history: dict[Atom, deque[float]] = {}
         self.schedulers: dict[Atom, float] = {}  # parallel slots per node (health data)
         self._forecaster = LoadForecaster(8)
@@ -225,7 +228,7 @@ class LoadBalancer(Agent):
         if result == NO_SUITABLE and drained.any():
             # draining never makes the cluster refuse work: when only drained nodes are left
             result = self._decide(agent_spec, c, f, cols, drained, now)
-        self.decision_ms.append((time.perf_counter() - started) * 1000.0)
+        self._decided(started)
         return result
 
     def advise(self, agent_spec: Any, constraints: Any, candidates: Any) -> Any:
@@ -235,8 +238,14 @@ class LoadBalancer(Agent):
         cands = candidates if isinstance(candidates, list) else []
         cols = columns_of(cands, self._rows, f.needs_caps)
         result = self._decide(agent_spec, c, f, cols, ~self._drained_mask(cols), time.monotonic())
-        self.decision_ms.append((time.perf_counter() - started) * 1000.0)
+        self._decided(started)
         return result if result[0] == OK else NO_ADVICE
+
+    def _decided(self, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.decision_ms.append(seconds * 1000.0)
+        for observe in self.decision_observers:
+            observe(seconds)
 
     def _drained_mask(self, cols: Columns) -> np.ndarray:
         return node_mask(cols, list(self.drained), self.index, len(self.index))

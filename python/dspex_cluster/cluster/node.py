@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dspex_cluster.agents import ClusterBus, HostVitalsSensor
 from dspex_cluster.cluster.failure_predictor import FailureConfig, FailurePredictor
@@ -30,6 +32,9 @@ from dspex_cluster.cluster.performance import PerformanceAgent, PerformanceConfi
 from dspex_cluster.etf import Atom
 from dspex_cluster.names import EXPOSED_MODULE, PYTHON_AGENT_NAMES
 from dspex_cluster.runtime import Node
+
+if TYPE_CHECKING:
+    from dspex_cluster.ops import OpsServer
 
 log = logging.getLogger("dspex_cluster.cluster")
 
@@ -53,8 +58,27 @@ class AgentNode:
     health_monitor: HealthMonitor
     failure_predictor: FailurePredictor
     performance: PerformanceAgent
+    ops: OpsServer | None = None  # /metrics and the dashboard, when ports were given
+
+    async def serve_ops(
+        self,
+        metrics_port: int | None = None,
+        dashboard_port: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> OpsServer:
+        """Start `/metrics` and/or the live dashboard on these ports (0: any free port)."""
+        from dspex_cluster.ops import OpsServer  # aiohttp and prometheus_client only when used
+
+        ops = OpsServer(
+            self.node, self, metrics_port=metrics_port, dashboard_port=dashboard_port, host=host
+        )
+        await ops.start()
+        self.ops = ops
+        return ops
 
     async def stop(self) -> None:
+        if self.ops is not None:
+            await self.ops.stop()
         await self.bus.stop()
         await self.node.stop()
 
@@ -108,10 +132,14 @@ async def run_agent_node(
     settings: AgentSettings | None = None,
     ready: asyncio.Event | None = None,
     net_ticktime: float = 60.0,
+    metrics_port: int | None = None,
+    dashboard_port: int | None = None,
+    http_host: str = "127.0.0.1",
+    on_ready: Callable[[AgentNode], None] | None = None,
 ) -> None:
     """Run a Python agent node until cancelled (see the module docstring). `cookie` None reads
-    `cookie_file`, else $ERLANG_COOKIE, else ~/.erlang.cookie. `ready` is set once the agents
-    are registered."""
+    `cookie_file`, else $ERLANG_COOKIE, else ~/.erlang.cookie. `ready` is set (and `on_ready`
+    called) once the agents are registered and the metrics/dashboard ports, if any, listen."""
     agent_node = await start_agent_node(
         name,
         cookie,
@@ -122,7 +150,15 @@ async def run_agent_node(
         settings=settings,
         net_ticktime=net_ticktime,
     )
+    try:
+        if metrics_port is not None or dashboard_port is not None:
+            await agent_node.serve_ops(metrics_port, dashboard_port, http_host)
+    except BaseException:
+        await agent_node.stop()
+        raise
     log.info("agent node %s up: %s; joining %s", name, ", ".join(PYTHON_AGENT_NAMES), join or "-")
+    if on_ready is not None:
+        on_ready(agent_node)
     if ready is not None:
         ready.set()
     try:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -106,20 +107,23 @@ class LocalCluster:
             stderr=subprocess.DEVNULL,
         )
 
-    def start_beam(self, name: str, erl_options: str = "", discovery: str = "epmd") -> Child:
+    def start_beam(
+        self, name: str, erl_options: str = "", discovery: str = "epmd", extra: Sequence[str] = ()
+    ) -> Child:
         assert self.cookie_file is not None
         env = self.env(MIX_ENV="dev", ELIXIR_ERL_OPTIONS=erl_options)
         args = [str(BEAM_DIR / "bin" / "dspex-node"), "--name", name]
-        args += ["--cookie-file", str(self.cookie_file), "--discovery", discovery]
+        args += ["--cookie-file", str(self.cookie_file), "--discovery", discovery, *extra]
         return self._spawn(name, args, env)
 
-    def start_agent_node(self, name: str, join: list[str]) -> Child:
+    def start_agent_node(self, name: str, join: list[str], extra: Sequence[str] = ()) -> Child:
+        """`extra`: more agent-node flags (e.g. --dashboard-port P)."""
         assert self.cookie_file is not None
         args = [sys.executable, "-m", "dspex_cluster", "agent-node", "--name", name]
         args += ["--cookie-file", str(self.cookie_file), "--epmd-port", str(self.epmd_port)]
         for j in join:
             args += ["--join", j]
-        return self._spawn(name, args, self.env())
+        return self._spawn(name, [*args, *extra], self.env())
 
     def kill9(self, name: str) -> int:
         """kill -9 the node's OS process (its beam.smp); returns the pid."""

@@ -34,7 +34,7 @@ import numpy as np
 from dspex_cluster.agents import ClusterBus
 from dspex_cluster.etf import Atom
 from dspex_cluster.runtime import Node, Process
-from dspex_cluster.showcase.processes import LocalCluster
+from dspex_cluster.showcase.processes import LocalCluster, free_port
 from dspex_cluster.signals import Signal
 
 EX = "Elixir.DSPEx.Clustering"
@@ -181,7 +181,13 @@ class Watch:
 
 
 class Platform:
-    def __init__(self, timeline: Timeline, out: Path, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        timeline: Timeline,
+        out: Path,
+        log: Callable[[str], None] = print,
+        dashboard_port: int | None = None,
+    ) -> None:
         self.t = timeline
         self.out = out
         self.log = log
@@ -189,6 +195,9 @@ class Platform:
         port = self.cluster.epmd_port
         self.beams = [f"b{i}_{port}@127.0.0.1" for i in (1, 2, 3)]
         self.py = f"py1_{port}@127.0.0.1"
+        # the live dashboard (on the agent node) and every node's /metrics
+        self.dashboard_port = dashboard_port or free_port()
+        self.metrics_ports = {n: free_port() for n in [*self.beams, self.py]}
         self.victim = self.beams[2]
         self.ctl: Node | None = None
         self.bus: ClusterBus | None = None
@@ -209,11 +218,16 @@ class Platform:
         cookie = secrets.token_hex(16)
         c.write_cookie(cookie)
         self.log(f"epmd on private port {c.epmd_port}; logs in {c.workdir}")
+        self.log(f"live dashboard: http://127.0.0.1:{self.dashboard_port}/ (once the agents run)")
+        self.log(
+            "metrics: "
+            + ", ".join(f"{_short(n)} :{p}/metrics" for n, p in self.metrics_ports.items())
+        )
         c.start_epmd()
         await asyncio.to_thread(c.compile_beam)
         opts = "+S 1:1 -dspex_cluster health_interval_ms 500 -dspex_cluster load_interval_ms 500"
         for b in self.beams:
-            c.start_beam(b, opts)
+            c.start_beam(b, opts, extra=["--metrics-port", str(self.metrics_ports[b])])
         self.ctl = Node(f"ctl_{c.epmd_port}@127.0.0.1", cookie, epmd_port=c.epmd_port)
         await self.ctl.start()
         for b in self.beams:
@@ -223,7 +237,9 @@ class Platform:
         for i, a in enumerate(self.beams):
             for b in self.beams[i + 1 :]:
                 await self.rpc(a, "net_kernel", "connect_node", [Atom(b)])
-        agent_log = c.start_agent_node(self.py, self.beams[:2]).log_path
+        ops = ["--dashboard-port", str(self.dashboard_port)]
+        ops += ["--metrics-port", str(self.metrics_ports[self.py])]
+        agent_log = c.start_agent_node(self.py, self.beams[:2], ops).log_path
         # its own "up" line first: calling a node not yet in epmd only makes noise
         await self._until(
             lambda: self._says(agent_log, "up with the clustering agents"),
@@ -697,7 +713,10 @@ def machine_facts() -> dict[str, Any]:
 
 
 def run_platform(
-    quick: bool = False, duration_s: float | None = None, out: str | Path = "reports/latest"
+    quick: bool = False,
+    duration_s: float | None = None,
+    out: str | Path = "reports/latest",
+    dashboard_port: int | None = None,
 ) -> int:
     """The `platform` command: run, print the report, write report.json and report.html.
     Returns 0 when nothing was lost."""
@@ -708,7 +727,7 @@ def run_platform(
         timeline = Timeline.scaled(duration_s)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plat = Platform(timeline, out)
+    plat = Platform(timeline, out, dashboard_port=dashboard_port)
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -13,24 +13,32 @@ defmodule DSPEx.Clustering.Application do
     remove_launcher_cookie(System.get_env("DSPEX_NODE_HOME"))
     apply_cookie(System.get_env("DSPEX_COOKIE"), Config.get(:cookie_file))
 
-    children = [
-      {Registry, keys: :unique, name: DSPEx.Clustering.AgentRegistry},
-      %{id: :pg, start: {:pg, :start_link, [Names.signal_bus()]}},
-      DSPEx.Clustering.SignalBus.Relay,
-      DSPEx.Clustering.Membership,
-      DSPEx.Clustering.HealthSensor,
-      DSPEx.Clustering.LoadReporter,
-      DSPEx.Clustering.LoadBalancer,
-      # the Python advisor, drained nodes, placed agents
-      DSPEx.Clustering.PlacementServices,
-      # the strong state's Ra group (needs membership)
-      DSPEx.Clustering.State.ConsistencyManager,
-      # last: connecting to other nodes starts once everything that watches them runs
-      DSPEx.Clustering.NodeDiscovery
-    ]
+    children =
+      [
+        # first: every other process may emit telemetry events into its table
+        DSPEx.Clustering.Metrics,
+        {Registry, keys: :unique, name: DSPEx.Clustering.AgentRegistry},
+        %{id: :pg, start: {:pg, :start_link, [Names.signal_bus()]}},
+        DSPEx.Clustering.SignalBus.Relay,
+        DSPEx.Clustering.Membership,
+        DSPEx.Clustering.HealthSensor,
+        DSPEx.Clustering.LoadReporter,
+        DSPEx.Clustering.LoadBalancer,
+        # the Python advisor, drained nodes, placed agents
+        DSPEx.Clustering.PlacementServices,
+        # the strong state's Ra group (needs membership)
+        DSPEx.Clustering.State.ConsistencyManager,
+        # last: connecting to other nodes starts once everything that watches them runs
+        DSPEx.Clustering.NodeDiscovery
+      ] ++ metrics_endpoint(Config.get(:metrics_port))
 
     Supervisor.start_link(children, strategy: :one_for_one, name: DSPEx.Clustering.Supervisor)
   end
+
+  defp metrics_endpoint(nil), do: []
+
+  defp metrics_endpoint(port),
+    do: [{DSPEx.Clustering.Metrics.HTTP, port: port, bind: Config.get(:metrics_bind)}]
 
   # bin/dspex-node gives the node a private HOME whose .erlang.cookie the runtime read when
   # distribution started (before any application): the credential need not stay on disk.

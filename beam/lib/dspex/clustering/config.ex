@@ -38,6 +38,8 @@ defmodule DSPEx.Clustering.Config do
   | `:state_check_interval_ms` | 500 | 500 | how often the ConsistencyManager checks the group |
   | `:state_member_down_after_ms` | 10_000 | 30_000 | a member down this long is replaced |
   | `:state_form_after_ms` | 2_000 | 3_000 | a node waits this long before forming a group |
+  | `:metrics_port` | nil | nil | serve Prometheus `/metrics` on this port (`Metrics.HTTP`) |
+  | `:metrics_bind` | `"127.0.0.1"` | `"0.0.0.0"` | address the metrics endpoint listens on |
   """
 
   @weights %{cpu: 0.30, memory: 0.25, agents: 0.20, network: 0.15, capability: 0.10}
@@ -74,7 +76,9 @@ defmodule DSPEx.Clustering.Config do
       state_lag_threshold: 1_000,
       state_check_interval_ms: 500,
       state_member_down_after_ms: 10_000,
-      state_form_after_ms: 2_000
+      state_form_after_ms: 2_000,
+      metrics_port: nil,
+      metrics_bind: "127.0.0.1"
     },
     production: %{
       discovery: [:dns],
@@ -107,7 +111,9 @@ defmodule DSPEx.Clustering.Config do
       state_lag_threshold: 1_000,
       state_check_interval_ms: 500,
       state_member_down_after_ms: 30_000,
-      state_form_after_ms: 3_000
+      state_form_after_ms: 3_000,
+      metrics_port: nil,
+      metrics_bind: "0.0.0.0"
     }
   }
 

@@ -16,7 +16,7 @@ defmodule DSPEx.Clustering.LoadBalancer do
   use DSPEx.Clustering.Agent, name: :dspex_placement
 
   require Logger
-  alias DSPEx.Clustering.{Config, Drain, Membership, PlacementScore, SignalBus}
+  alias DSPEx.Clustering.{Config, Drain, Membership, PlacementScore, SignalBus, Telemetry}
 
   @table :dspex_load_reports
 
@@ -35,15 +35,25 @@ defmodule DSPEx.Clustering.LoadBalancer do
     advisors = Map.get_lazy(c, :advisors, fn -> Config.get(:placement_advisors) end)
     budget = Map.get_lazy(c, :budget_ms, fn -> Config.get(:placement_budget_ms) end)
 
-    result =
+    started = System.monotonic_time()
+
+    {outcome, result} =
       case candidates do
         [] ->
-          {:error, :no_suitable_nodes}
+          {:none, {:error, :no_suitable_nodes}}
 
         _ ->
-          ask_advisors(advisors, agent_spec, c, candidates, budget) ||
-            PlacementScore.choose(candidates, c, weights)
+          case ask_advisors(advisors, agent_spec, c, candidates, budget) do
+            nil -> {:heuristic, PlacementScore.choose(candidates, c, weights)}
+            advised -> {:advised, advised}
+          end
       end
+
+    Telemetry.execute(
+      [:dspex, :placement, :decision],
+      %{duration: System.monotonic_time() - started},
+      %{outcome: outcome, node: with({:ok, node} <- result, do: node, else: (_ -> nil))}
+    )
 
     with {:ok, node} <- result do
       SignalBus.publish(

@@ -37,7 +37,7 @@ defmodule DSPEx.Clustering.Membership do
   """
   use DSPEx.Clustering.Agent, name: :dspex_membership
 
-  alias DSPEx.Clustering.{Config, PhiAccrualDetector}
+  alias DSPEx.Clustering.{Config, PhiAccrualDetector, Telemetry}
 
   @classify_ms 500
 
@@ -150,6 +150,7 @@ defmodule DSPEx.Clustering.Membership do
 
           if judging and m.status == :up and m.announced and phi >= state.settings.threshold do
             m = %{m | status: :suspect, since: System.system_time(:millisecond)}
+            transition(m)
 
             {[Signal.node_suspect(node, phi, source: "membership", data: [kind: m.kind])],
              Map.put(acc, node, m)}
@@ -192,6 +193,8 @@ defmodule DSPEx.Clustering.Membership do
             down_reason: reason,
             mode: :none
         }
+
+        if m.announced, do: transition(m)
 
         signals =
           if m.announced,
@@ -303,9 +306,19 @@ defmodule DSPEx.Clustering.Membership do
   end
 
   defp up_signal(m, recovered?) do
+    transition(m)
+
     Signal.node_up(m.node, m.kind, source: "membership")
     |> put_in([:data, :recovered], recovered?)
   end
+
+  defp transition(m),
+    do:
+      Telemetry.execute([:dspex, :membership, :transition], %{count: 1}, %{
+        node: m.node,
+        kind: m.kind,
+        status: m.status
+      })
 
   defp heartbeat(state, node) do
     m = state.members[node]

@@ -35,7 +35,7 @@ defmodule DSPEx.Clustering.SignalBus do
       receive do {:signal, %{type: "cluster.node.up"}} -> :ok end
   """
 
-  alias DSPEx.Clustering.{Names, Signal}
+  alias DSPEx.Clustering.{Names, Signal, Telemetry}
   alias DSPEx.Clustering.SignalBus.Pattern
 
   @doc "Publishes `signal`; returns how many subscribers it was sent to."
@@ -45,6 +45,12 @@ defmodule DSPEx.Clustering.SignalBus do
       recipients = subscribers_for(signal.type, signal.scope)
       message = {:signal, signal}
       Enum.each(recipients, &deliver(&1, message))
+
+      Telemetry.execute([:dspex, :signal, :published], %{recipients: length(recipients)}, %{
+        type: signal.type,
+        scope: signal.scope
+      })
+
       {:ok, length(recipients)}
     end
   end
