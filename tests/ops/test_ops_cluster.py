@@ -67,6 +67,8 @@ def test_every_node_serves_prometheus_metrics(ops_cluster) -> None:  # type: ign
         assert fams["dspex_signals_published"].type == "counter"
         assert fams["dspex_beam_memory_bytes"].type == "gauge"
         assert value(fams["dspex_beam_memory_bytes"], "dspex_beam_memory_bytes", type="total") > 0
+        # DSPEx.Clustering.State.status/0's numeric fields
+        assert value(fams["dspex_state_replication_factor"], "dspex_state_replication_factor") >= 1
 
     after = scrape(c.beam_metrics[beam.name])
     decisions = after["dspex_placement_decisions"]

@@ -188,15 +188,34 @@ defmodule DSPEx.Clustering.Metrics do
 
     with true <- Code.ensure_loaded?(state) and function_exported?(state, :status, 0),
          status when is_map(status) <- safe(fn -> apply(state, :status, []) end, nil) do
-      for {key, value} <- Enum.sort(status), is_atom(key), gauge_value(value) != nil do
+      for {key, value} <- Enum.sort(status), is_atom(key) do
         name = "dspex_state_" <> Atom.to_string(key)
 
-        family(name, "gauge", "DSPEx.Clustering.State.status/0 field #{key}.", [
-          {[], gauge_value(value)}
-        ])
+        family(
+          name,
+          "gauge",
+          "DSPEx.Clustering.State.status/0 field #{key}.",
+          state_samples(key, value)
+        )
       end
     else
       _ -> []
+    end
+  end
+
+  # a number or boolean: one sample; a map of node => number (e.g. lag): one per node; a
+  # leader: 1 labelled with its node; anything else is not exported
+  defp state_samples(:leader, leader) when is_atom(leader) and leader != nil,
+    do: [{[node: leader], 1}]
+
+  defp state_samples(_key, value) when is_map(value) do
+    for {node, v} <- Enum.sort(value), gauge_value(v) != nil, do: {[node: node], gauge_value(v)}
+  end
+
+  defp state_samples(_key, value) do
+    case gauge_value(value) do
+      nil -> []
+      v -> [{[], v}]
     end
   end
 
