@@ -28,6 +28,9 @@ defmodule DSPEx.Clustering.Application do
         DSPEx.Clustering.PlacementServices,
         # the strong state's Ra group (needs membership)
         DSPEx.Clustering.State.ConsistencyManager,
+        # agents with cluster-wide ids (migratable), Cognitive Variables (need the state)
+        DSPEx.Clustering.Migration.AgentSupervisor,
+        DSPEx.Clustering.Variable.Keeper,
         # last: connecting to other nodes starts once everything that watches them runs
         DSPEx.Clustering.NodeDiscovery
       ] ++ metrics_endpoint(Config.get(:metrics_port))

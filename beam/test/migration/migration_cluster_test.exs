@@ -1,0 +1,128 @@
+defmodule DSPEx.Clustering.MigrationClusterTest do
+  use ExUnit.Case, async: false
+  @moduletag :distributed
+
+  alias DSPEx.Clustering.{Agent, Migration, SignalBus}
+  alias DSPEx.Test.{PeerNode, RecordingAgent}
+
+  setup_all do
+    peers = [PeerNode.start("mig_a"), PeerNode.start("mig_b")]
+    on_exit(fn -> Enum.each(peers, &PeerNode.stop/1) end)
+    [a, b] = Enum.map(peers, & &1.node)
+    true = :erpc.call(a, Node, :connect, [b])
+    %{a: a, b: b}
+  end
+
+  defp uniq, do: {:agent, "rec-#{System.unique_integer([:positive])}"}
+
+  defp start_sender(node, id, tag, n, me),
+    do: Node.spawn(node, DSPEx.Test.Sender, :run, [id, tag, n, me])
+
+  defp check_history(id, tags, n) do
+    seen = Agent.call(id, :seen, 10_000)
+
+    for tag <- tags do
+      got = Enum.reverse(Map.get(seen, tag, []))
+      missing = Enum.to_list(1..n) -- got
+      twice = got -- Enum.uniq(got)
+
+      assert got == Enum.to_list(1..n),
+             "sender #{inspect(tag)}: missing #{inspect(missing)}, twice #{inspect(twice)}, " <>
+               "out of order: #{got != Enum.sort(got)}"
+    end
+  end
+
+  test "an agent migrated repeatedly under load from three nodes: every message once, in order",
+       %{a: a, b: b} do
+    id = uniq()
+    {:ok, _} = Migration.start_agent(RecordingAgent, [id: id, pad_bytes: 2048], a)
+    assert Migration.where(id) == a
+    hash0 = Agent.call(id, :hash)
+    {:ok, info} = Migration.migrate(id, b)
+    assert info.state_bytes > 2048 and info.pause_ms > 0
+    assert Agent.call(id, :hash) == hash0
+    assert Agent.call(id, :node) == b
+
+    me = self()
+    n = 600
+    tags = for {node, i} <- Enum.with_index([node(), a, b]), do: {node, i}
+    for {node, _} = tag <- tags, do: start_sender(node, id, tag, n, me)
+
+    targets = Stream.cycle([a, node(), b]) |> Enum.take(30)
+
+    moves =
+      for target <- targets, Migration.where(id) != target do
+        {:ok, %{pause_ms: p}} = Migration.migrate(id, target, grace_ms: 100)
+        p
+      end
+
+    for tag <- tags, do: assert_receive({:sender_done, ^tag}, 30_000)
+    assert length(moves) >= 20
+    check_history(id, tags, n)
+  end
+
+  test "kill -9 of the target while it restores: rolled back, nothing lost", %{a: a} do
+    target = PeerNode.start("mig_victim")
+    id = uniq()
+    {:ok, _} = Migration.start_agent(RecordingAgent, [id: id, restore_sleep_ms: 400], a)
+    :ok = SignalBus.subscribe("cluster.migration.*")
+    me = self()
+    tags = [{node(), :x}, {a, :y}]
+    for {node, _} = tag <- tags, do: start_sender(node, id, tag, 300, me)
+
+    killer =
+      Task.async(fn ->
+        receive do
+          {:signal, %{type: "cluster.migration.checkpointed"}} -> :ok
+        end
+      end)
+
+    Process.sleep(50)
+    mig = Task.async(fn -> Migration.migrate(id, target.node) end)
+    # the signal reaches this process; kill while the target sleeps in restore/2
+    assert_receive {:signal, %{type: "cluster.migration.checkpointed"}}, 5_000
+    Process.sleep(150)
+    PeerNode.signal(target.os_pid, "KILL")
+    assert {:error, {:transfer_failed, _}} = Task.await(mig, 15_000)
+    assert_receive {:signal, %{type: "cluster.migration.rolled_back"}}, 5_000
+    Task.shutdown(killer, :brutal_kill)
+    assert Migration.where(id) == a
+
+    for tag <- tags, do: assert_receive({:sender_done, ^tag}, 30_000)
+    check_history(id, tags, 300)
+    PeerNode.stop(target)
+  after
+    SignalBus.unsubscribe("cluster.migration.*")
+  end
+
+  test "a target that refuses or is unreachable leaves the agent where it was", %{a: a, b: b} do
+    id = uniq()
+    {:ok, _} = Migration.start_agent(RecordingAgent, [id: id], a)
+    :ok = Agent.send(id, {:msg, :t, 1})
+
+    assert {:error, {:unreachable, :"nobody@127.0.0.1"}} =
+             Migration.migrate(id, :"nobody@127.0.0.1")
+
+    assert {:error, :already_there} = Migration.migrate(id, a)
+    assert {:error, :not_found} = Migration.migrate({:agent, :none}, b)
+    # a node without the application: restore fails, the agent stays
+    plain = PeerNode.start("mig_plain", [], app: false)
+    assert {:error, {:transfer_failed, _}} = Migration.migrate(id, plain.node)
+    PeerNode.stop(plain)
+    assert Migration.where(id) == a
+    assert Agent.call(id, :seen) == %{t: [1]}
+  end
+
+  test "kill of the source after the switch: the target carries on", %{b: b} do
+    source = PeerNode.start("mig_src")
+    id = uniq()
+    {:ok, _} = Migration.start_agent(RecordingAgent, [id: id], source.node)
+    for i <- 1..50, do: :ok = Agent.send(id, {:msg, :s, i})
+    {:ok, _} = Migration.migrate(id, b, grace_ms: 2_000)
+    PeerNode.signal(source.os_pid, "KILL")
+    for i <- 51..100, do: :ok = Agent.send(id, {:msg, :s, i})
+    assert Agent.call(id, :node) == b
+    check_history(id, [:s], 100)
+    PeerNode.stop(source)
+  end
+end

@@ -1,0 +1,57 @@
+defmodule DSPEx.Test.RecordingAgent do
+  @moduledoc """
+  An agent for migration tests: records, per sender tag, every number it was sent (by
+  `Agent.send/2` as `{:msg, tag, n}` or `Agent.call/3` as `{:msg, tag, n}`), carries a padding
+  binary of `pad_bytes` (the state size), and can be made slow to restore (`restore_sleep_ms`)
+  so a test can kill the target while it restores.
+  """
+  use DSPEx.Clustering.Agent
+
+  @impl true
+  def init_agent(opts) do
+    pad = :crypto.strong_rand_bytes(Keyword.get(opts, :pad_bytes, 0))
+    {:ok, %{seen: %{}, pad: pad, count: 0}}
+  end
+
+  @impl true
+  def restore(checkpoint, opts) do
+    if ms = opts[:restore_sleep_ms], do: Process.sleep(ms)
+    {:ok, checkpoint}
+  end
+
+  @impl true
+  def handle_event({:msg, tag, n}, state), do: {:ok, [], record(state, tag, n)}
+  def handle_event(_other, state), do: {:ok, [], state}
+
+  @impl true
+  def handle_request({:msg, tag, n}, _from, state), do: {:reply, :ok, record(state, tag, n)}
+  def handle_request(:seen, _from, state), do: {:reply, state.seen, state}
+  def handle_request(:hash, _from, state), do: {:reply, :erlang.phash2(state), state}
+  def handle_request(:node, _from, state), do: {:reply, node(), state}
+
+  defp record(state, tag, n),
+    do: %{state | seen: Map.update(state.seen, tag, [n], &[n | &1]), count: state.count + 1}
+end
+
+defmodule DSPEx.Test.Sender do
+  @moduledoc "A sender for migration tests (a module function, so it runs on peers too)."
+  alias DSPEx.Clustering.Agent
+
+  @doc """
+  Sends `{:msg, tag, i}` for `i` in 1..n to agent `id` (every 10th as an `Agent.call/3`, the
+  rest with `Agent.send/2`), then `{:sender_done, tag}` to `report_to`.
+  """
+  @spec run(term(), term(), pos_integer(), pid()) :: :ok
+  def run(id, tag, n, report_to) do
+    for i <- 1..n do
+      if rem(i, 10) == 0,
+        do: :ok = Agent.call(id, {:msg, tag, i}, 10_000),
+        else: :ok = Agent.send(id, {:msg, tag, i})
+
+      if rem(i, 4) == 0, do: Process.sleep(1)
+    end
+
+    send(report_to, {:sender_done, tag})
+    :ok
+  end
+end
