@@ -20,6 +20,8 @@ defmodule DSPEx.Clustering.Application do
         {Registry, keys: :unique, name: DSPEx.Clustering.AgentRegistry},
         %{id: :pg, start: {:pg, :start_link, [Names.signal_bus()]}},
         DSPEx.Clustering.SignalBus.Relay,
+        # eventual-state replicas (one per table) on the signal bus's :pg scope
+        DSPEx.Clustering.State.EventualSupervisor,
         DSPEx.Clustering.Membership,
         DSPEx.Clustering.HealthSensor,
         DSPEx.Clustering.LoadReporter,

@@ -40,6 +40,11 @@ defmodule DSPEx.Clustering.Config do
   | `:state_form_after_ms` | 2_000 | 3_000 | a node waits this long before forming a group |
   | `:metrics_port` | nil | nil | serve Prometheus `/metrics` on this port (`Metrics.HTTP`) |
   | `:metrics_bind` | `"127.0.0.1"` | `"0.0.0.0"` | address the metrics endpoint listens on |
+  | `:eventual_tables` | `[:default]` | `[:default]` | eventual-state tables this node replicates |
+  | `:eventual_anti_entropy_ms` | 1_000 | 2_000 | anti-entropy round period of each replica |
+  | `:eventual_fanout` | 3 | 3 | peers pinged per anti-entropy round |
+  | `:causal_timeout_ms` | 5_000 | 5_000 | how long a causal call waits for its session's past |
+  | `:max_clock_drift_ms` | 60_000 | 60_000 | a stamp further ahead is not adopted by the HLC |
   """
 
   @weights %{cpu: 0.30, memory: 0.25, agents: 0.20, network: 0.15, capability: 0.10}
@@ -78,7 +83,12 @@ defmodule DSPEx.Clustering.Config do
       state_member_down_after_ms: 10_000,
       state_form_after_ms: 2_000,
       metrics_port: nil,
-      metrics_bind: "127.0.0.1"
+      metrics_bind: "127.0.0.1",
+      eventual_tables: [:default],
+      eventual_anti_entropy_ms: 1_000,
+      eventual_fanout: 3,
+      causal_timeout_ms: 5_000,
+      max_clock_drift_ms: 60_000
     },
     production: %{
       discovery: [:dns],
@@ -113,7 +123,12 @@ defmodule DSPEx.Clustering.Config do
       state_member_down_after_ms: 30_000,
       state_form_after_ms: 3_000,
       metrics_port: nil,
-      metrics_bind: "0.0.0.0"
+      metrics_bind: "0.0.0.0",
+      eventual_tables: [:default],
+      eventual_anti_entropy_ms: 2_000,
+      eventual_fanout: 3,
+      causal_timeout_ms: 5_000,
+      max_clock_drift_ms: 60_000
     }
   }
 

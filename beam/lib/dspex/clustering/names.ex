@@ -19,6 +19,10 @@ defmodule DSPEx.Clustering.Names do
   @spec load_balancer_front() :: atom()
   def load_balancer_front, do: :dspex_placement
 
+  @doc "The `:pg` group (in the signal-bus scope) of the eventual-state replicas of `table`."
+  @spec state_replica_group(atom()) :: {:dspex_state_eventual, atom()}
+  def state_replica_group(table), do: {:dspex_state_eventual, table}
+
   @doc "Names registered on every Python agent node."
   @spec python_agents() :: [atom()]
   def python_agents,
