@@ -10,7 +10,8 @@ defmodule DSPEx.Test.PeerNode do
   @doc """
   Starts a peer running `:dspex_cluster`; `env` overrides its application env. Options:
   `hidden: true` starts it as a hidden node, `app: false` leaves the application stopped
-  (a plain BEAM node, which is how a Python node looks to membership).
+  (a plain BEAM node, which is how a Python node looks to membership), `args: [charlist]`
+  adds `erl` arguments.
   """
   @spec start(String.t(), keyword(), keyword()) :: t()
   def start(prefix, env \\ [], opts \\ []) do
@@ -29,7 +30,8 @@ defmodule DSPEx.Test.PeerNode do
         wait_boot: 30_000,
         args:
           [~c"-setcookie", cookie, ~c"-start_epmd", ~c"false"] ++
-            if(opts[:hidden], do: [~c"-hidden"], else: []) ++ paths
+            if(opts[:hidden], do: [~c"-hidden"], else: []) ++
+            Keyword.get(opts, :args, []) ++ paths
       })
 
     if Keyword.get(opts, :app, true) and not Keyword.has_key?(opts, :exec) do

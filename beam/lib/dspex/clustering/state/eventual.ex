@@ -80,7 +80,9 @@ defmodule DSPEx.Clustering.State.Eventual do
   @doc false
   @spec version(KeyState.t()) :: version()
   def version({context, entries}) do
-    stamp = if entries == [], do: KeyState.max_stamp({context, []}), else: elem(List.last(entries), 0)
+    stamp =
+      if entries == [], do: KeyState.max_stamp({context, []}), else: elem(List.last(entries), 0)
+
     %{stamp: stamp, context: context}
   end
 

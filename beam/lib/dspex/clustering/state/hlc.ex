@@ -20,7 +20,12 @@ defmodule DSPEx.Clustering.State.HLC do
   """
 
   @type stamp :: {non_neg_integer(), non_neg_integer(), node()}
-  @type t :: %{pt: non_neg_integer(), l: non_neg_integer(), node: node(), max_drift_ms: pos_integer()}
+  @type t :: %{
+          pt: non_neg_integer(),
+          l: non_neg_integer(),
+          node: node(),
+          max_drift_ms: pos_integer()
+        }
 
   @doc "A clock for `node` (default: this node) that refuses stamps more than `max_drift_ms` ahead."
   @spec new(node(), pos_integer()) :: t()

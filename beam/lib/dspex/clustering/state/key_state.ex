@@ -55,7 +55,8 @@ defmodule DSPEx.Clustering.State.KeyState do
   @doc "The join of two states of the same key."
   @spec merge(t(), t()) :: t()
   def merge({ca, ea}, {cb, eb}) do
-    keep_a = Enum.filter(ea, fn {dot, _} -> List.keymember?(eb, dot, 0) or not covered?(cb, dot) end)
+    keep_a =
+      Enum.filter(ea, fn {dot, _} -> List.keymember?(eb, dot, 0) or not covered?(cb, dot) end)
 
     keep_b =
       Enum.filter(eb, fn {dot, _} -> not List.keymember?(ea, dot, 0) and not covered?(ca, dot) end)

@@ -61,7 +61,9 @@ defmodule DSPEx.Clustering.State.Resolvers do
     n <= tuple_size(key) and Enum.all?(1..n//1, &(elem(prefix, &1 - 1) == elem(key, &1 - 1)))
   end
 
-  def prefix?(prefix, key) when is_list(prefix) and is_list(key), do: List.starts_with?(key, prefix)
+  def prefix?(prefix, key) when is_list(prefix) and is_list(key),
+    do: List.starts_with?(key, prefix)
+
   def prefix?(prefix, key), do: prefix === key
 
   defp prefix_size(p) when is_binary(p), do: byte_size(p)

@@ -1,0 +1,289 @@
+defmodule DSPEx.Clustering.State.EventualClusterTest do
+  @moduledoc """
+  Eventual and causal state on three real BEAM peers. The table under test (`:x`) lives on the
+  peers only, so the test node — connected to all of them — never relays between the sides
+  of a partition. A partition is real: both sides get a cookie for the other that nobody
+  knows (so no send, pg, global or discovery dial can reconnect them) and are disconnected;
+  the peers run with `prevent_overlapping_partitions false`, so global on the test node does
+  not cut it off from one side.
+  """
+  use ExUnit.Case, async: false
+  @moduletag :distributed
+
+  alias DSPEx.Clustering.SignalBus
+  alias DSPEx.Clustering.State.{Causal, Eventual, KeyState, Replica}
+  alias DSPEx.Test.{PeerNode, StateWriters}
+
+  @interval 300
+  @table :x
+  @env [eventual_tables: [:default, @table], eventual_anti_entropy_ms: @interval]
+  @args [~c"-kernel", ~c"prevent_overlapping_partitions", ~c"false"]
+
+  setup_all do
+    peers = for p <- ~w(ev_a ev_b ev_c), do: PeerNode.start(p, @env, args: @args)
+    on_exit(fn -> Enum.each(peers, &PeerNode.stop/1) end)
+    nodes = Enum.map(peers, & &1.node)
+    for a <- nodes, b <- nodes, a < b, do: true = :erpc.call(a, Node, :connect, [b])
+    for n <- nodes, do: PeerNode.eventually(fn -> stats(n).peers == 2 end)
+    %{nodes: nodes}
+  end
+
+  test "a burst of concurrent writers converges within 2x the anti-entropy interval; LWW loses no update it should keep",
+       %{nodes: nodes} do
+    keys = for i <- 1..20, do: {"burst", i}
+
+    # every writer walks the keys in the same order, on its own node: writes race on a key
+    start_at = System.system_time(:millisecond) + 300
+
+    acked =
+      nodes
+      |> Enum.map(
+        &Task.async(fn ->
+          call(&1, StateWriters, :lww_rounds, [@table, keys, 10, start_at, start_at + 1_000])
+        end)
+      )
+      |> Enum.flat_map(&Task.await(&1, 30_000))
+
+    last_ack = mono()
+    converged_ms = wait_converged(nodes, 10_000) - last_ack
+    conflicts = nodes |> Enum.map(&stats(&1).conflicts) |> Enum.sum()
+
+    IO.puts(
+      "\n  burst of 660 writes: replicas equal #{converged_ms} ms after the last ack (#{conflicts} conflicts)"
+    )
+
+    assert converged_ms <= 2 * @interval
+
+    # Each write superseded the node's local values (default context); across nodes the
+    # greatest HLC stamp must win among the writes nothing causally replaced.
+    [dump | _] = Enum.map(nodes, &dump/1)
+
+    for key <- keys do
+      ops = for {^key, v} <- acked, do: v
+      candidates = for v <- ops, not superseded?(v.stamp, ops), do: v.stamp
+      {^key, _ctx, entries} = List.keyfind(dump, key, 0)
+      assert Enum.map(entries, &elem(&1, 0)) == [Enum.max(candidates)]
+    end
+  end
+
+  test "siblings under concurrent writers and a partition: no acknowledged write is lost",
+       %{nodes: [a, b, c] = nodes} do
+    :ok = call(a, Eventual, :register_resolver, ["js:", :siblings, [table: @table]])
+    for n <- nodes, do: PeerNode.eventually(fn -> resolver(n, "js:1") == :siblings end)
+    keys = for i <- 1..4, do: "js:#{i}"
+
+    writer = fn n, count ->
+      Task.async(fn -> call(n, StateWriters, :sibling_writes, [@table, keys, count]) end)
+    end
+
+    first = Enum.map(nodes, &writer.(&1, 40))
+    acked = Enum.flat_map(first, &Task.await(&1, 30_000))
+    partition([a], [b, c])
+    during = Enum.map(nodes, &writer.(&1, 40))
+    acked = acked ++ Enum.flat_map(during, &Task.await(&1, 30_000))
+    # the two sides really differ while apart
+    refute dump(a) == dump(b)
+    heal([a], [b, c])
+    healed = mono()
+    converged_ms = wait_converged(nodes, 10_000) - healed
+    IO.puts("\n  siblings after heal: replicas equal #{converged_ms} ms after the heal")
+    assert converged_ms <= 2 * @interval
+
+    dump = dump(a)
+
+    for key <- keys do
+      ops = for {^key, stamp, ctx, value} <- acked, do: {stamp, ctx, value}
+
+      expected =
+        for {stamp, _, value} <- ops,
+            not Enum.any?(ops, fn {s, ctx, _} -> s != stamp and KeyState.covered?(ctx, stamp) end),
+            do: {stamp, value}
+
+      {^key, _ctx, entries} = List.keyfind(dump, key, 0)
+      assert entries == Enum.sort(expected)
+      # what get answers: every surviving value, distinguishably
+      {:ok, {:siblings, values}, _} = call(b, Eventual, :get, [key, [table: @table]])
+      assert values == Enum.map(Enum.sort(expected), &elem(&1, 1))
+    end
+  end
+
+  test "a custom resolver and LWW decide concurrent writes after a heal; conflicts are signalled",
+       %{nodes: [a, b, c] = nodes} do
+    :ok = SignalBus.subscribe("cluster.consistency.conflict")
+    union = {DSPEx.Test.Resolvers, :union}
+    :ok = call(b, Eventual, :register_resolver, ["u:", union, [table: @table]])
+    for n <- nodes, do: PeerNode.eventually(fn -> resolver(n, "u:1") == union end)
+
+    partition([a], [b, c])
+    {:ok, _} = call(a, Eventual, :put, ["u:1", [:a1, :shared], [table: @table]])
+    {:ok, _} = call(b, Eventual, :put, ["u:1", [:b1, :shared], [table: @table]])
+    {:ok, va} = call(a, Eventual, :put, ["lww:1", :from_a, [table: @table]])
+    {:ok, vb} = call(c, Eventual, :put, ["lww:1", :from_c, [table: @table]])
+    heal([a], [b, c])
+    wait_converged(nodes, 10_000)
+
+    winner = if va.stamp > vb.stamp, do: :from_a, else: :from_c
+
+    for n <- nodes do
+      assert {:ok, [:a1, :b1, :shared], _} = call(n, Eventual, :get, ["u:1", [table: @table]])
+      assert {:ok, ^winner, _} = call(n, Eventual, :get, ["lww:1", [table: @table]])
+    end
+
+    assert_receive {:signal,
+                    %{
+                      type: "cluster.consistency.conflict",
+                      data: %{key: "u:1", resolution: :custom}
+                    }},
+                   2_000
+
+    assert_receive {:signal,
+                    %{
+                      type: "cluster.consistency.conflict",
+                      data: %{key: "lww:1", resolution: :lww, winner: w}
+                    }},
+                   2_000
+
+    assert w == max(va.stamp, vb.stamp)
+    SignalBus.unsubscribe("cluster.consistency.conflict")
+  end
+
+  test "a causal session reads its write on a node the delta has not reached; it waits, bounded",
+       %{nodes: [a, b, c]} do
+    partition([a], [b, c])
+    {:ok, _v, token} = call(a, Causal, :put, ["cart:7", [:apple], [session: %{}, table: @table]])
+    # b has not got it: an eventual read misses it, a causal read refuses to answer older
+    assert {:error, :not_found} = call(b, Eventual, :get, ["cart:7", [table: @table]])
+
+    assert {:error, :timeout} =
+             call(b, Causal, :get, ["cart:7", [session: token, table: @table, timeout: 200]])
+
+    reader =
+      Task.async(fn ->
+        call(b, Causal, :get, ["cart:7", [session: token, table: @table, timeout: 8_000]])
+      end)
+
+    Process.sleep(200)
+    heal([a], [b, c])
+    assert {:ok, [:apple], _v, token2} = Task.await(reader, 10_000)
+    assert KeyState.dominates?(token2, token)
+
+    # writes follow reads: c writes after the session read; the write replaces what was read
+    # on every node, also on one where the read value arrives later
+    partition([c], [a, b])
+
+    {:ok, _, token3} =
+      call(c, Causal, :put, ["cart:7", [:pear], [session: token2, table: @table]])
+
+    heal([c], [a, b])
+
+    assert {:ok, [:pear], _, _} =
+             call(a, Causal, :get, ["cart:7", [session: token3, table: @table]])
+
+    wait_converged([a, b, c], 10_000)
+    assert {:ok, [:pear], _} = call(b, Eventual, :get, ["cart:7", [table: @table]])
+  end
+
+  test "a deleted key is collected everywhere and a replayed old write does not resurrect it",
+       %{nodes: [a, b, c] = nodes} do
+    {:ok, _} = call(a, Eventual, :put, ["gone:1", :old, [table: @table]])
+    wait_converged(nodes, 10_000)
+    old_state = call(c, Replica, :lookup, [@table, "gone:1"])
+    {:ok, _} = call(b, Eventual, :delete, ["gone:1", [table: @table]])
+
+    for n <- nodes do
+      assert {:error, :not_found} =
+               PeerNode.eventually(fn ->
+                 r = call(n, Eventual, :get, ["gone:1", [table: @table]])
+                 r == {:error, :not_found} and r
+               end)
+
+      # collected: no row left at all once every replica reported having seen the delete
+      PeerNode.eventually(fn -> call(n, Replica, :lookup, [@table, "gone:1"]) == nil end, 5_000)
+    end
+
+    # a delayed delta carrying the old value reaches c after the collection
+    send({Replica.name(@table), c}, {:dspex_state_delta, a, {0, 0}, nil, "gone:1", old_state})
+    Process.sleep(3 * @interval)
+
+    for n <- nodes do
+      assert call(n, Replica, :lookup, [@table, "gone:1"]) == nil
+    end
+  end
+
+  test "a node that joins late converges within 2x the interval", %{nodes: nodes} do
+    for i <- 1..50,
+        do: {:ok, _} = call(Enum.random(nodes), Eventual, :put, [{"late", i}, i, [table: @table]])
+
+    wait_converged(nodes, 10_000)
+    late = PeerNode.start("ev_d", @env, args: @args)
+
+    try do
+      for n <- nodes, do: true = :erpc.call(late.node, Node, :connect, [n])
+      joined = mono()
+      converged_ms = wait_converged([late.node | nodes], 10_000) - joined
+      IO.puts("\n  late joiner: equal #{converged_ms} ms after connecting")
+      assert converged_ms <= 2 * @interval
+      assert {:ok, 7, _} = call(late.node, Eventual, :get, [{"late", 7}, [table: @table]])
+    after
+      PeerNode.stop(late)
+      # gone for good: without this its last report would hold tombstone GC back forever
+      for n <- nodes, do: :ok = call(n, Replica, :forget_replica, [@table, late.node])
+      for n <- nodes, do: PeerNode.eventually(fn -> stats(n).peers == 2 end)
+    end
+  end
+
+  # -- helpers -----------------------------------------------------------------------------------
+
+  defp call(node, m, f, args), do: :erpc.call(node, m, f, args, 15_000)
+  defp dump(node), do: call(node, Replica, :dump, [@table])
+  defp stats(node), do: call(node, Replica, :stats, [@table])
+  defp mono, do: System.monotonic_time(:millisecond)
+
+  defp resolver(node, key) do
+    DSPEx.Clustering.State.Resolvers.for_key(call(node, Replica, :resolvers, [@table]), key)
+  end
+
+  defp superseded?(stamp, ops),
+    do: Enum.any?(ops, fn v -> v.stamp != stamp and covered_by_write?(v, stamp) end)
+
+  # a default-context write superseded everything its replica held: what its context covers
+  # except values written concurrently elsewhere that were LWW-pruned there (those lost fairly)
+  defp covered_by_write?(v, stamp), do: v.stamp > stamp and KeyState.covered?(v.context, stamp)
+
+  # the time (monotonic ms) at which every node's dump of the table was first seen equal
+  defp wait_converged(nodes, timeout_ms) do
+    PeerNode.eventually(
+      fn ->
+        dumps = Enum.map(nodes, &dump/1)
+        length(Enum.uniq(dumps)) == 1 and mono()
+      end,
+      timeout_ms
+    )
+  end
+
+  defp partition(side1, side2) do
+    for x <- side1, y <- side2 do
+      :erpc.call(x, :erlang, :set_cookie, [y, :dspex_test_partitioned])
+      :erpc.call(y, :erlang, :set_cookie, [x, :dspex_test_partitioned])
+    end
+
+    for x <- side1, y <- side2, do: :erpc.call(x, :erlang, :disconnect_node, [y])
+
+    for n <- side1 ++ side2 do
+      PeerNode.eventually(fn ->
+        stats(n).peers == if(n in side1, do: length(side1), else: length(side2)) - 1
+      end)
+    end
+  end
+
+  defp heal(side1, side2) do
+    cookie = :erlang.get_cookie()
+
+    for x <- side1, y <- side2 do
+      :erpc.call(x, :erlang, :set_cookie, [y, cookie])
+      :erpc.call(y, :erlang, :set_cookie, [x, cookie])
+    end
+
+    for x <- side1, y <- side2, do: true = :erpc.call(x, Node, :connect, [y])
+  end
+end
