@@ -10,7 +10,7 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
   use ExUnit.Case, async: false
   @moduletag :distributed
 
-  alias DSPEx.Clustering.SignalBus
+  alias DSPEx.Clustering.{SignalBus, State}
   alias DSPEx.Clustering.State.{Causal, Eventual, KeyState, Replica}
   alias DSPEx.Test.{PeerNode, StateWriters}
 
@@ -150,16 +150,30 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
   test "a causal session reads its write on a node the delta has not reached; it waits, bounded",
        %{nodes: [a, b, c]} do
     partition([a], [b, c])
-    {:ok, _v, token} = call(a, Causal, :put, ["cart:7", [:apple], [session: %{}, table: @table]])
+
+    {:ok, _v, token} =
+      call(a, State, :put, [
+        "cart:7",
+        [:apple],
+        [consistency: :causal, session: %{}, table: @table]
+      ])
+
     # b has not got it: an eventual read misses it, a causal read refuses to answer older
-    assert {:error, :not_found} = call(b, Eventual, :get, ["cart:7", [table: @table]])
+    assert {:error, :not_found} =
+             call(b, State, :get, ["cart:7", [consistency: :eventual, table: @table]])
 
     assert {:error, :timeout} =
-             call(b, Causal, :get, ["cart:7", [session: token, table: @table, timeout: 200]])
+             call(b, State, :get, [
+               "cart:7",
+               [consistency: :causal, session: token, table: @table, timeout: 200]
+             ])
 
     reader =
       Task.async(fn ->
-        call(b, Causal, :get, ["cart:7", [session: token, table: @table, timeout: 8_000]])
+        call(b, State, :get, [
+          "cart:7",
+          [consistency: :causal, session: token, table: @table, timeout: 8_000]
+        ])
       end)
 
     Process.sleep(200)
@@ -180,7 +194,9 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
              call(a, Causal, :get, ["cart:7", [session: token3, table: @table]])
 
     wait_converged([a, b, c], 10_000)
-    assert {:ok, [:pear], _} = call(b, Eventual, :get, ["cart:7", [table: @table]])
+
+    assert {:ok, [:pear], _} =
+             call(b, State, :get, ["cart:7", [consistency: :eventual, table: @table]])
   end
 
   test "a deleted key is collected everywhere and a replayed old write does not resurrect it",

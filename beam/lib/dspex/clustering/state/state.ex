@@ -79,6 +79,15 @@ defmodule DSPEx.Clustering.State do
   @spec status() :: map()
   def status, do: ConsistencyManager.status()
 
+  @doc """
+  Registers how concurrent `:eventual`/`:causal` writes of keys matching `prefix` resolve:
+  `:lww` (default), `:siblings`, or `fun(key, values) -> value` / `{module, function}` — on
+  every replica of the table (`table:` option). Prefix rules: `DSPEx.Clustering.State.Resolvers`.
+  """
+  @spec register_resolver(term(), term(), keyword()) :: :ok | {:error, term()}
+  def register_resolver(prefix, resolver, opts \\ []),
+    do: DSPEx.Clustering.State.Eventual.register_resolver(prefix, resolver, opts)
+
   @doc "The consistency used when a call gives none (this node's `consistency` setting)."
   @spec default_consistency() :: consistency()
   def default_consistency, do: Config.get(:consistency)
