@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml setup.py .ci/.otp-ok
 	@echo "==> python venv in $(VENV)"
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[test,bench]'
+	@$(PY) -m pip install -q -e '.[test,bench,skills]'
 	@touch $@
 
 # Ra 2.2.0 (Raft, for the strong state) and its dependencies, built for OTP 25, come from Debian's

@@ -84,7 +84,15 @@ def _node_command(args: argparse.Namespace) -> int:
 
 
 def _agent_node_command(args: argparse.Namespace) -> int:
-    from dspex_cluster.cluster import run_agent_node
+    try:
+        from dspex_cluster.cluster import run_agent_node
+    except ModuleNotFoundError as err:  # scipy is the optional `skills` extra
+        print(
+            f"agent-node needs the numeric skills ({err.name} is missing): "
+            "pip install 'dspex-cluster[skills]'",
+            file=sys.stderr,
+        )
+        return 1
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -171,9 +179,16 @@ def _add_net_ticktime(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    from dspex_cluster import __version__
+
+    return __version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dspex_cluster")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"dspex-cluster {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     node = sub.add_parser("node", help="run a Python node until SIGTERM")

@@ -107,8 +107,12 @@ def test_plain_python_node_serves_metrics(ops_cluster, epmd) -> None:  # type: i
     args = [sys.executable, "-m", "dspex_cluster", "node", "--name", name]
     args += ["--cookie-file", str(c.workdir / "cookie"), "--epmd-port", str(epmd.port)]
     args += ["--join", c.beams[0].name, "--metrics-port", str(port)]
+    args += ["--expose", "loaded=loaded_modules"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
     with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     try:
         wait_for(lambda: b"SIGTERM to stop" in log.read_bytes() or proc.poll() is not None)
         assert proc.poll() is None, log.read_text()
@@ -117,8 +121,12 @@ def test_plain_python_node_serves_metrics(ops_cluster, epmd) -> None:  # type: i
         peers = {s.labels["peer"] for s in fams["dspex_python_connections"].samples}
         assert c.beams[0].name in peers
         assert "dspex_python_placements" not in fams  # no agents on a plain node
-        # a plain node does not load the numeric stack's optional parts
         assert value(fams["dspex_python_processes"], "dspex_python_processes") >= 0
+        # a plain node, serving metrics, has not imported the agents' numeric stack
+        loaded = c.beams[0].eval(f"erpc:call('{name}', loaded, names, [])")
+        loaded = {m.decode() if isinstance(m, bytes) else str(m) for m in loaded}
+        assert "prometheus_client" in loaded and "dspex_cluster" in loaded
+        assert not {"scipy", "matplotlib", "numpy"} & loaded
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
