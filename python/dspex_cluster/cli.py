@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ def _node_command(args: argparse.Namespace) -> int:
         hidden=not args.visible,
         epmd_port=args.epmd_port,
         net_ticktime=args.net_ticktime,
+        listen_port=args.dist_port,
     )
     for spec in args.expose:
         erl_name, _, path = spec.rpartition("=")
@@ -114,6 +116,7 @@ def _agent_node_command(args: argparse.Namespace) -> int:
                 dashboard_port=args.dashboard_port,
                 http_host=args.http_host,
                 on_ready=_print_ops_urls,
+                dist_port=args.dist_port,
             )
         )
         try:
@@ -147,6 +150,13 @@ def _add_ops(parser: argparse.ArgumentParser, dashboard: bool) -> None:
         parser.add_argument(
             "--dashboard-port", type=int, default=None, metavar="P", help="serve the live dashboard"
         )
+    parser.add_argument(
+        "--dist-port",
+        type=int,
+        default=int(os.environ.get("DSPEX_DIST_PORT") or 0),
+        metavar="P",
+        help="fixed distribution port (default $DSPEX_DIST_PORT, else any free one)",
+    )
     parser.add_argument(
         "--http-host",
         default="127.0.0.1",

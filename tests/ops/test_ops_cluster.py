@@ -1,8 +1,8 @@
-"""Metrics and the live dashboard on a running cluster (tests/ops/conftest.py): every node's
-`/metrics` is scraped and parsed with prometheus_client's parser; the dashboard is opened in
-headless Chromium (Debian's chromium + chromium-driver, driven by selenium), a BEAM node is
-killed with kill -9 and its row must turn down within the detection time. The tests run in file
-order: the kill comes last."""
+"""Metrics, fixed distribution ports and the live dashboard on a running cluster (conftest.py):
+every node's `/metrics` is scraped and parsed with prometheus_client's parser; `--dist-port` is
+read back from epmd; the dashboard is opened in headless Chromium (Debian's chromium +
+chromium-driver, driven by selenium), a BEAM node is killed with kill -9 and its row must turn
+down within the detection time. The tests run in file order: the kill comes last."""
 
 from __future__ import annotations
 
@@ -130,6 +130,78 @@ def test_plain_python_node_serves_metrics(ops_cluster, epmd) -> None:  # type: i
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+# -- fixed distribution ports (--dist-port) -------------------------------------------------
+
+
+def epmd_ports(epmd_port: int) -> dict[str, int]:
+    """name -> port, as `epmd -names` lists them."""
+    out = subprocess.run(
+        ["epmd", "-port", str(epmd_port), "-names"], capture_output=True, text=True, timeout=10
+    ).stdout
+    ports = {}
+    for line in out.splitlines():
+        parts = line.split()  # "name NAME at port PORT"
+        if len(parts) == 5 and parts[0] == "name":
+            ports[parts[1]] = int(parts[4])
+    return ports
+
+
+def test_dist_port_flag_on_python_and_beam_nodes(ops_cluster, epmd) -> None:  # type: ignore[no-untyped-def]
+    c = ops_cluster
+    py_port, beam_port = free_port(), free_port()
+    py_alive, beam_alive = unique("odp"), unique("odb")
+    cookie = str(c.workdir / "cookie")
+    procs = []
+    try:
+        log = c.workdir / "dist_py.log"
+        args = [sys.executable, "-m", "dspex_cluster", "node", "--name", f"{py_alive}@127.0.0.1"]
+        args += ["--cookie-file", cookie, "--epmd-port", str(epmd.port)]
+        args += ["--dist-port", str(py_port)]
+        with open(log, "wb") as out:
+            procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT))
+        blog = c.workdir / "dist_beam.log"
+        env = dict(os.environ, ERL_EPMD_PORT=str(epmd.port))
+        bargs = [str(REPO / "beam" / "bin" / "dspex-node"), "--name", f"{beam_alive}@127.0.0.1"]
+        bargs += ["--cookie-file", cookie, "--dist-port", str(beam_port)]
+        with open(blog, "wb") as out:
+            procs.append(subprocess.Popen(bargs, stdout=out, stderr=subprocess.STDOUT, env=env))
+        ports = wait_for(
+            lambda: (p := epmd_ports(epmd.port)).get(py_alive) and p.get(beam_alive) and p,
+            timeout=60,
+        )
+        assert ports[py_alive] == py_port
+        assert ports[beam_alive] == beam_port
+        # the Python node answers on that port: a BEAM node connects to it through epmd
+        assert c.beams[0].eval(f"net_kernel:connect_node('{py_alive}@127.0.0.1')") is True
+        # a bad value is refused with a clear message
+        bad = subprocess.run(
+            [
+                str(REPO / "beam" / "bin" / "dspex-node"),
+                "--name",
+                "x",
+                "--cookie",
+                "c",
+                "--dist-port",
+                "http",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert bad.returncode == 2 and "--dist-port must be a port number" in bad.stderr
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
 
 
 # -- the live dashboard in a real browser ----------------------------------------------------

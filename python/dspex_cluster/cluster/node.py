@@ -93,11 +93,20 @@ async def start_agent_node(
     epmd_port: int | None = None,
     settings: AgentSettings | None = None,
     net_ticktime: float = 60.0,
+    dist_port: int = 0,
 ) -> AgentNode:
     """Start the node and its agents; returns at once (the relay is acquired in the background;
     `await agent_node.bus.wait_relay()` waits for it)."""
     s = settings or AgentSettings()
-    node = Node(name, cookie, hidden, epmd_port, cookie_file=cookie_file, net_ticktime=net_ticktime)
+    node = Node(
+        name,
+        cookie,
+        hidden,
+        epmd_port,
+        cookie_file=cookie_file,
+        net_ticktime=net_ticktime,
+        listen_port=dist_port,
+    )
     await node.start()
     try:
         bus = ClusterBus(node, list(join))
@@ -136,6 +145,7 @@ async def run_agent_node(
     dashboard_port: int | None = None,
     http_host: str = "127.0.0.1",
     on_ready: Callable[[AgentNode], None] | None = None,
+    dist_port: int = 0,
 ) -> None:
     """Run a Python agent node until cancelled (see the module docstring). `cookie` None reads
     `cookie_file`, else $ERLANG_COOKIE, else ~/.erlang.cookie. `ready` is set (and `on_ready`
@@ -149,6 +159,7 @@ async def run_agent_node(
         epmd_port=epmd_port,
         settings=settings,
         net_ticktime=net_ticktime,
+        dist_port=dist_port,
     )
     try:
         if metrics_port is not None or dashboard_port is not None:

@@ -76,6 +76,7 @@ class Node:
         cookie_file: str | os.PathLike[str] | None = None,
         net_ticktime: float = 60.0,
         listen_host: str | None = None,
+        listen_port: int = 0,
         max_frame: int = DEFAULT_MAX_FRAME,
         setup_time: float = 7.0,
     ) -> None:
@@ -89,6 +90,9 @@ class Node:
         self.flags = F.node_flags(hidden)
         self.net_ticktime = net_ticktime
         self.listen_host = listen_host
+        # the distribution port (0: any free one); a fixed one for firewalls and containers, as
+        # inet_dist_listen_min = inet_dist_listen_max on a BEAM node
+        self.listen_port = listen_port
         self.max_frame = max_frame
         self.setup_time = setup_time
         self.creation = 0
@@ -127,7 +131,7 @@ class Node:
             return
         self.loop = asyncio.get_running_loop()
         self._server = await self.loop.create_server(
-            lambda: DistConnection(self), host=self._bind_host(), port=0
+            lambda: DistConnection(self), host=self._bind_host(), port=self.listen_port
         )
         self.port = self._server.sockets[0].getsockname()[1]
         try:
