@@ -35,9 +35,9 @@ import numpy as np
 from scipy.stats import rankdata
 
 from datasets import data_root, require
-from dspex_cluster.skills.failure_history import FailureHistory, NodeTable
-from dspex_cluster.skills.failure_lanl import DAY_S, load_lanl, node_day_grid, rack_groups
-from dspex_cluster.skills.failure_model import apply_stack, fit_hazard_model, fit_stack
+from dspex_cluster.skills.failure.history import FailureHistory, NodeTable
+from dspex_cluster.skills.failure.lanl import DAY_S, load_lanl, node_day_grid, rack_groups
+from dspex_cluster.skills.failure.model import apply_stack, fit_hazard_model, fit_stack
 
 REPO = Path(__file__).resolve().parent.parent
 # reliability-plot bin edges as fractions of the rows sorted by predicted probability

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dspex_cluster.skills.failure_boost import BoostedHazard
-from dspex_cluster.skills.failure_hazard import RidgeLogistic, sigmoid
-from dspex_cluster.skills.failure_model import apply_platt, apply_stack, fit_platt, fit_stack
+from dspex_cluster.skills.failure.boost import BoostedHazard
+from dspex_cluster.skills.failure.hazard import RidgeLogistic, sigmoid
+from dspex_cluster.skills.failure.model import apply_platt, apply_stack, fit_platt, fit_stack
 
 
 def _auc(score: np.ndarray, label: np.ndarray) -> float:

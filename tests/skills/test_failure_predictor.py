@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from dspex_cluster.skills.failure import FailurePredictor
-from dspex_cluster.skills.failure_health import jitter_ratio, theil_sen, time_to_exhaustion
-from dspex_cluster.skills.failure_history import weibull_mle
+from dspex_cluster.skills.failure.health import jitter_ratio, theil_sen, time_to_exhaustion
+from dspex_cluster.skills.failure.history import weibull_mle
 
 DAY = 86400.0
 T0 = 1_600_000_000.0  # 2020-09-13

@@ -1,7 +1,7 @@
 """Failure prediction skill: phi-accrual heartbeat suspicion and a failure-history hazard model.
 
 ```python
-phi = PhiAccrualDetector(threshold=8.0)       # heartbeats -> phi (formula: failure_phi docstring)
+phi = PhiAccrualDetector(threshold=8.0)       # heartbeats -> phi (formula: failure.phi docstring)
 fp = FailurePredictor(horizon_s=86400)
 fp.add_node("n1", system="rack-a-x86", group="rack-a", since_ts=t0)   # optional metadata
 fp.observe_failure("n1", start_ts, end_ts)     # failure history
@@ -10,16 +10,16 @@ p = fp.predict("n1", now_ts)                   # P(a failure starts within the h
 ttf = fp.time_to_failure("n1", now_ts)         # expected seconds until the next failure
 ```
 
-The history part (see `failure_model`, `failure_history`) is a per-system Weibull renewal hazard
+The history part (see `failure.model`, `failure.history`) is a per-system Weibull renewal hazard
 with gamma frailty per node (empirical Bayes), recalibrated on recency/count/system/neighbour
 features by a logistic or boosted layer once there is enough history. It is refitted on a fixed
 grid of cutoffs (every `refit_interval_s`); a prediction at `now` uses the fit at the last cutoff
 <= now, built only from failures that started before that cutoff, so predictions are causal and
 deterministic whatever was observed later. Each learned fit then gets a stack (Platt scaling over
-its ensemble stages and the renewal model, `failure_model.fit_stack`) fitted on the out-of-sample
+its ensemble stages and the renewal model, `model.fit_stack`) fitted on the out-of-sample
 predictions of the previous `platt_intervals` fits (each on the interval after its own cutoff):
 learned layers tend to be over-confident out of sample, and rates drift. Health signals
-(`failure_health`) add competing risks.
+(`health`) add competing risks.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dspex_cluster.skills.failure_health import (
+from dspex_cluster.skills.failure.health import (
     exhaustion_probability,
     jitter_probability,
     jitter_ratio,
     time_to_exhaustion,
 )
-from dspex_cluster.skills.failure_history import FailureHistory, NodeTable
-from dspex_cluster.skills.failure_model import HazardModel, Learner, fit_hazard_model, fit_stack
-from dspex_cluster.skills.failure_phi import PhiAccrualDetector, phi_from_stats
+from dspex_cluster.skills.failure.history import FailureHistory, NodeTable
+from dspex_cluster.skills.failure.model import HazardModel, Learner, fit_hazard_model, fit_stack
+from dspex_cluster.skills.failure.phi import PhiAccrualDetector, phi_from_stats
 
 __all__ = ["FailurePredictor", "PhiAccrualDetector", "phi_from_stats"]
 
@@ -62,7 +62,7 @@ class FailurePredictor:
     - `refit_interval_s`: the refit grid (monthly by default; the LANL benchmark uses 90 days
       to bound its run time over 4.3 M node-days);
     - `learner`: "auto" picks renewal / logistic / boosted by the amount of history
-      (`failure_model`), or force one;
+      (`model`), or force one;
     - `resources`: health metric name -> capacity, for time to exhaustion (utilisations as
       fractions: capacity 1.0); `health_window_s`: lookback of health trends (default: horizon);
     - `max_train_rows`: above it, negatives are subsampled (seeded) and reweighted;

@@ -25,9 +25,9 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from dspex_cluster.skills.failure_boost import BoostedHazard
-from dspex_cluster.skills.failure_hazard import RidgeLogistic, sigmoid
-from dspex_cluster.skills.failure_history import FEATURE_NAMES, FailureHistory, WeibullParams
+from dspex_cluster.skills.failure.boost import BoostedHazard
+from dspex_cluster.skills.failure.hazard import RidgeLogistic, sigmoid
+from dspex_cluster.skills.failure.history import FEATURE_NAMES, FailureHistory, WeibullParams
 
 Learner = Literal["auto", "renewal", "logistic", "boosted"]
 

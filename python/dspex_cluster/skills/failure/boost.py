@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dspex_cluster.skills.failure_hazard import sigmoid
+from dspex_cluster.skills.failure.hazard import sigmoid
 
 
 @dataclass
