@@ -46,14 +46,14 @@ defmodule DSPEx.Clustering.Variable.Server do
 
   # Strong: the committed record wins over anything given (a restart resumes from it).
   defp initial(name, %{consistency: :strong} = spec, opts) do
-    case Store.load(name) do
+    case Store.load(name, spec.commit_timeout) do
       {:ok, rec, sv} ->
         {:ok, %{value: rec.value, version: rec.version, stamp: rec.stamp, store_version: sv}}
 
       {:error, :not_found} ->
         rec = %{value: opts[:value], version: 1, stamp: stamp(nil), spec: spec}
 
-        case Store.cas(name, :none, rec) do
+        case Store.cas(name, :none, rec, spec.commit_timeout) do
           {:ok, sv} -> {:ok, Map.put(Map.delete(rec, :spec), :store_version, sv)}
           {:error, {:version_mismatch, _}} -> initial(name, spec, opts)
           {:error, reason} -> {:error, reason}
@@ -168,7 +168,7 @@ defmodule DSPEx.Clustering.Variable.Server do
     stamp = stamp(st.stamp)
     rec = %{value: value, version: version, stamp: stamp, spec: st.spec}
 
-    case Store.cas(st.name, st.store_version, rec) do
+    case Store.cas(st.name, st.store_version, rec, st.spec.commit_timeout) do
       {:ok, sv} ->
         {:ok, apply_change(%{st | store_version: sv}, value, version, stamp)}
 
@@ -188,7 +188,7 @@ defmodule DSPEx.Clustering.Variable.Server do
 
   # Another instance committed (a stale duplicate here): take the committed record.
   defp adopt_committed(st) do
-    case Store.load(st.name) do
+    case Store.load(st.name, st.spec.commit_timeout) do
       {:ok, rec, sv} when rec.version > st.version ->
         {:ok, apply_change(%{st | store_version: sv}, rec.value, rec.version, rec.stamp)}
 

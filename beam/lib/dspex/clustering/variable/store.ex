@@ -17,18 +17,24 @@ defmodule DSPEx.Clustering.Variable.Store do
   def available?, do: Code.ensure_loaded?(@state) and function_exported?(@state, :cas, 4)
 
   @doc "The committed record and its State version."
-  @spec load(term()) :: {:ok, map(), term()} | {:error, term()}
-  def load(name) do
+  @spec load(term(), timeout()) :: {:ok, map(), term()} | {:error, term()}
+  def load(name, timeout \\ 2_000) do
     if available?(),
-      do: apply(@state, :get, [key(name), [consistency: :strong]]),
+      do: apply(@state, :get, [key(name), [consistency: :strong, timeout: timeout]]),
       else: {:error, :strong_state_unavailable}
   end
 
   @doc "Commits `record` if the stored State version is still `expected` (`:none`: absent)."
-  @spec cas(term(), term(), map()) :: {:ok, term()} | {:error, term()}
-  def cas(name, expected, record) do
+  @spec cas(term(), term(), map(), timeout()) :: {:ok, term()} | {:error, term()}
+  def cas(name, expected, record, timeout \\ 2_000) do
     if available?(),
-      do: apply(@state, :cas, [key(name), expected, record, [consistency: :strong]]),
+      do:
+        apply(@state, :cas, [
+          key(name),
+          expected,
+          record,
+          [consistency: :strong, timeout: timeout]
+        ]),
       else: {:error, :strong_state_unavailable}
   end
 

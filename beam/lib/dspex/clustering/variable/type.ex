@@ -10,8 +10,9 @@ defmodule DSPEx.Clustering.Variable.Type do
   Other options: `consistency` (`:eventual`, default, or `:strong`), `coordination_scope`
   (`:cluster`, default, or `:local`), `history` (changes kept for resuming subscribers, default
   1,000), `learning_rate` and `exploration` (float adaptation), `seed` (adaptation's random
-  stream). A bad value is refused with `{:error, {:invalid_value, value, why}}`, a bad spec with
-  `{:error, {:invalid_spec, option, why}}`.
+  stream), `commit_timeout` (ms a `:strong` commit may take before `{:error, :no_quorum}` or
+  `{:error, :timeout}`, default 2,000; requests wait at most 5 s). A bad value is refused with
+  `{:error, {:invalid_value, value, why}}`, a bad spec with `{:error, {:invalid_spec, option, why}}`.
   """
 
   @type spec :: %{
@@ -24,7 +25,8 @@ defmodule DSPEx.Clustering.Variable.Type do
           history: pos_integer(),
           learning_rate: float(),
           exploration: float(),
-          seed: integer() | nil
+          seed: integer() | nil,
+          commit_timeout: pos_integer()
         }
 
   @doc "Builds the spec from start options."
@@ -40,7 +42,8 @@ defmodule DSPEx.Clustering.Variable.Type do
       history: Keyword.get(opts, :history, 1_000),
       learning_rate: Keyword.get(opts, :learning_rate, 0.05),
       exploration: Keyword.get(opts, :exploration, 0.05),
-      seed: Keyword.get(opts, :seed)
+      seed: Keyword.get(opts, :seed),
+      commit_timeout: Keyword.get(opts, :commit_timeout, 2_000)
     }
 
     with :ok <-
