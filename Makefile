@@ -8,7 +8,7 @@ STAMP := $(VENV)/.setup-done
 MIX_BUILD := beam/_build/.compiled
 OTP_LIBS := .cache/otp-libs/.stamp
 
-.PHONY: setup run test test-python test-beam check-newer-elixir lint format bench clean
+.PHONY: setup run test test-python test-beam check-newer-elixir lint format bench clean release
 
 setup: $(STAMP) $(OTP_LIBS) $(MIX_BUILD) .ci/.chromium-ok
 
@@ -78,6 +78,10 @@ test-python: setup
 
 test-beam: setup
 	@cd beam && bin/test
+
+# The BEAM application as a `mix release` (prod): bin/dspex-node runs it when present.
+release: setup
+	@cd beam && MIX_ENV=prod mix release --overwrite --quiet
 
 # The application also builds and passes its ExUnit suite on a newer Elixir (1.18, built once).
 check-newer-elixir: setup

@@ -1,1 +1,4 @@
 import Config
+
+# Ra logs at debug level otherwise
+config :logger, level: :info
