@@ -81,10 +81,11 @@ def start_app_node(
     prefix: str = "beam",
     env: dict[str, str] | None = None,
     name: str | None = None,
+    erl_args: tuple[str, ...] = (),
 ) -> ErlNode:
     """A BEAM node with :dspex_cluster running (settings: TEST_ENV overridden by `env`);
-    `name` (without host) reuses a name, e.g. to restart a node."""
-    extra: list[str] = []
+    `name` (without host) reuses a name, e.g. to restart a node; `erl_args` go to `erl`."""
+    extra: list[str] = list(erl_args)
     for path in compiled_paths():
         extra += ["-pa", path]
     node = ErlNode(epmd_port, "otp25", name=name or unique(prefix), cookie=cookie, extra=extra)

@@ -28,7 +28,9 @@ defmodule DSPEx.Clustering.State.Replica do
   digest (the sum of per-key digests, kept incrementally); a peer whose root differs answers
   with its per-key digests, both send each other the keys that differ, and both join the
   other's `seen`. A replica that newly appears in the group (a node joining late, or a
-  partition healing) is pinged at once, so replicas agree within one round after a heal.
+  partition healing) is pinged at once, and a replica that an exchange changed pings its
+  peers again 20 ms later (not a round later), so what one side of a healed partition learnt
+  reaches the rest of it without waiting for the next round.
 
   ## Tombstones and their GC
   A delete leaves the key's context with no entries (the tombstone). Every replica reports its
@@ -52,6 +54,8 @@ defmodule DSPEx.Clustering.State.Replica do
   @type version :: %{stamp: HLC.stamp(), context: KeyState.context()}
 
   @drift_log_every_ms 10_000
+  # after an anti-entropy exchange changed this replica, ping the others this soon (coalesced)
+  @follow_up_ms 20
 
   # -- API -------------------------------------------------------------------------------------
 
@@ -183,7 +187,8 @@ defmodule DSPEx.Clustering.State.Replica do
       interval: interval,
       fanout: Config.get(:eventual_fanout),
       counts: %{conflicts: 0, gaps: 0, drift: 0, gc: 0},
-      drift_logged_at: nil
+      drift_logged_at: nil,
+      follow_up: false
     }
 
     publish_meta(state)
@@ -318,13 +323,13 @@ defmodule DSPEx.Clustering.State.Replica do
   end
 
   def handle_info({:ae_states, peer, key_states, want, peer_seen}, state) do
-    state = Enum.reduce(key_states, state, fn {k, ks}, acc -> merge_key(acc, k, ks) end)
+    state = merge_states(state, key_states)
     if want != [], do: send(peer, {:ae_reply, self(), states(state, want)})
     {:noreply, state |> join_seen(peer_seen) |> publish_meta() |> wake_waiters()}
   end
 
   def handle_info({:ae_reply, peer, key_states}, state) do
-    state = Enum.reduce(key_states, state, fn {k, ks}, acc -> merge_key(acc, k, ks) end)
+    state = merge_states(state, key_states)
 
     state =
       case Map.pop(state.pending, peer) do
@@ -344,6 +349,12 @@ defmodule DSPEx.Clustering.State.Replica do
   def handle_info({ref, :leave, _group, pids}, state) when is_reference(ref),
     do: {:noreply, %{state | peers: Enum.reduce(pids, state.peers, &MapSet.delete(&2, &1))}}
 
+  # what one exchange brought in goes on to the other peers at once, not a round later
+  def handle_info(:ae_follow_up, state) do
+    state.peers |> Enum.shuffle() |> Enum.take(state.fanout) |> Enum.each(&ping(&1, state))
+    {:noreply, %{state | follow_up: false}}
+  end
+
   def handle_info({:await_timeout, ref}, state) do
     case Map.pop(state.waiters, ref) do
       {nil, _} ->
@@ -358,6 +369,18 @@ defmodule DSPEx.Clustering.State.Replica do
   def handle_info(_other, state), do: {:noreply, state}
 
   # -- merging ---------------------------------------------------------------------------------
+
+  defp merge_states(state, key_states) do
+    root = state.root
+    state = Enum.reduce(key_states, state, fn {k, ks}, acc -> merge_key(acc, k, ks) end)
+
+    if state.root != root and not state.follow_up do
+      Process.send_after(self(), :ae_follow_up, @follow_up_ms)
+      %{state | follow_up: true}
+    else
+      state
+    end
+  end
 
   defp merge_key(state, key, incoming) do
     state = observe_stamp(state, KeyState.max_stamp(incoming))
