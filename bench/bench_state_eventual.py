@@ -102,9 +102,10 @@ def set_cookie(on: ErlNode, other: ErlNode, cookie: str) -> None:
 
 def heal_trial(nodes: list[ErlNode], keys: int, trial: int) -> float:
     a, rest = nodes[0], nodes[1:]
+    # a different unknown cookie on each side: two equal wrong cookies would handshake fine
     for other in rest:
-        set_cookie(a, other, "dspex-bench-partitioned")
-        set_cookie(other, a, "dspex-bench-partitioned")
+        set_cookie(a, other, f"dspex-bench-cut-by-{a.name}")
+        set_cookie(other, a, f"dspex-bench-cut-by-{other.name}")
     for other in rest:
         a.eval(f"erlang:disconnect_node('{other.name}')")
     # half the keys shared by both sides (conflicts), half per side

@@ -3,7 +3,7 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
   Eventual and causal state on three real BEAM peers. The table under test (`:x`) lives on the
   peers only, so the test node — connected to all of them — never relays between the sides
   of a partition. A partition is real: both sides get a cookie for the other that nobody
-  knows (so no send, pg, global or discovery dial can reconnect them) and are disconnected;
+  knows (a different one on each side) (so no send, pg, global or discovery dial can reconnect them) and are disconnected;
   the peers run with `prevent_overlapping_partitions false`, so global on the test node does
   not cut it off from one side.
   """
@@ -278,9 +278,10 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
   end
 
   defp partition(side1, side2) do
+    # a different unknown cookie on each side: two equal wrong cookies would handshake fine
     for x <- side1, y <- side2 do
-      :erpc.call(x, :erlang, :set_cookie, [y, :dspex_test_partitioned])
-      :erpc.call(y, :erlang, :set_cookie, [x, :dspex_test_partitioned])
+      :erpc.call(x, :erlang, :set_cookie, [y, :"dspex_test_cut_by_#{x}"])
+      :erpc.call(y, :erlang, :set_cookie, [x, :"dspex_test_cut_by_#{y}"])
     end
 
     for x <- side1, y <- side2, do: :erpc.call(x, :erlang, :disconnect_node, [y])
