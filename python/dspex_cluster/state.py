@@ -7,12 +7,21 @@
     await state.delete("config")
     print(await state.status())
 
+    session = state.session()                  # consistency="causal": the token travels with it
+    await session.put("cart", ["apple"])
+    entry = await State(node, beams=["beam2@127.0.0.1"]).session(session.token).get("cart")
+
 Calls go to a BEAM node (the given `beams` in turn, else every node this one is connected to);
 when that node is unreachable (`noconnection`) or is not running the application, the next one is
 tried. Keys and values are any term the codec encodes (str is sent as a UTF-8 binary and comes
 back as bytes, as everywhere in this package); a value it cannot encode raises `StateValueError`
 before anything is sent. `consistency` defaults to the BEAM node's setting (`:strong` in the
 production profile); pass `consistency="strong"` (or "eventual", "causal") per call or per `State`.
+
+A `CausalSession` (`state.session()`) gives read-your-writes, monotonic reads and
+writes-follow-reads over the eventual replicas, on any BEAM node: it carries the session token
+(a vector clock) from each reply to the next call. Its `get` waits on the BEAM node until that
+replica has seen the session's past, at most the client's `timeout`, else raises `StateTimeout`.
 
 Errors are exceptions: `VersionMismatch` (a cas whose expected version was not the current one;
 `.current` is that version or None when the key is absent), `ValueTooLarge`, `NoQuorum` and
@@ -119,8 +128,13 @@ class State:
         """Removes `key` (also fine when it is absent)."""
         _check_encodable(key)
         reply = await self._call("delete", [key], consistency)
-        if reply != OK:
+        # strong answers ok, eventual {ok, Version}
+        if reply != OK and not (isinstance(reply, tuple) and len(reply) == 2 and reply[0] == OK):
             raise _error(reply)
+
+    def session(self, token: dict[Any, Any] | None = None) -> CausalSession:
+        """A causal session through this client, starting from `token` (default: a new one)."""
+        return CausalSession(self, token)
 
     async def status(self) -> dict[str, Any]:
         """The strong group as a BEAM node sees it (leader, members, term, commit_index, lag...),
@@ -128,9 +142,11 @@ class State:
         reply = await self._rpc("status", [])
         return {str(k): v for k, v in reply.items()}
 
-    async def _call(self, fun: str, args: list[Any], consistency: str | None) -> Any:
+    async def _call(
+        self, fun: str, args: list[Any], consistency: str | None, extra: Sequence[Any] = ()
+    ) -> Any:
         chosen = consistency or self.consistency
-        opts: list[Any] = [(Atom("timeout"), int(self.timeout * 1000))]
+        opts: list[Any] = [(Atom("timeout"), int(self.timeout * 1000)), *extra]
         if chosen is not None:
             opts.append((Atom("consistency"), Atom(chosen)))
         return await self._rpc(fun, [*args, opts])
@@ -159,6 +175,50 @@ class State:
             self._preferred = index
             return reply
         raise StateError(Atom("noconnection"), f"no BEAM node answered: {last!r}") from last
+
+
+class CausalSession:
+    """Causal calls (`consistency: :causal`) that carry one session token from call to call.
+
+    `token` is the session's vector clock as the BEAM side returns it (a dict of node Atom to
+    (physical_ms, logical)); hand it to `State.session(token)` of another client to continue
+    the session elsewhere.
+    """
+
+    def __init__(self, state: State, token: dict[Any, Any] | None = None) -> None:
+        self.state = state
+        self.token: dict[Any, Any] = dict(token or {})
+
+    async def put(self, key: Any, value: Any) -> Any:
+        """Writes `value` under `key` after everything the session saw; returns the version."""
+        _check_encodable(key, value)
+        return self._advance(await self._call("put", [key, value]))
+
+    async def delete(self, key: Any) -> Any:
+        """Deletes `key` after everything the session saw; returns the version."""
+        _check_encodable(key)
+        return self._advance(await self._call("delete", [key]))
+
+    async def get(self, key: Any) -> Entry | None:
+        """Reads `key` once the BEAM node's replica has seen the session's past (None: absent)."""
+        _check_encodable(key)
+        reply = await self._call("get", [key])
+        if isinstance(reply, tuple) and len(reply) == 4 and reply[0] == OK:
+            self.token = reply[3]
+            return Entry(reply[1], reply[2])
+        if isinstance(reply, tuple) and len(reply) == 3 and reply[:2] == (ERROR, Atom("not_found")):
+            self.token = reply[2]
+            return None
+        raise _error(reply)
+
+    async def _call(self, fun: str, args: list[Any]) -> Any:
+        return await self.state._call(fun, args, "causal", [(Atom("session"), self.token)])
+
+    def _advance(self, reply: Any) -> Any:
+        if isinstance(reply, tuple) and len(reply) == 3 and reply[0] == OK:
+            self.token = reply[2]
+            return reply[1]
+        raise _error(reply)
 
 
 def _check_encodable(*terms: Any) -> None:
