@@ -10,7 +10,7 @@ OTP_LIBS := .cache/otp-libs/.stamp
 
 .PHONY: setup run test test-python test-beam check-newer-elixir lint format bench clean release
 
-setup: $(STAMP) $(OTP_LIBS) $(MIX_BUILD) .ci/.chromium-ok
+setup: $(STAMP) $(OTP_LIBS) $(MIX_BUILD) .ci/.ops-tools-ok
 
 # System packages: Debian's Erlang/OTP 25 and Elixir, when missing.
 .ci/.otp-ok:
@@ -26,13 +26,19 @@ setup: $(STAMP) $(OTP_LIBS) $(MIX_BUILD) .ci/.chromium-ok
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dnsmasq-base >/dev/null; }
 	@touch $@
 
-# Debian's chromium and its driver, when missing: the dashboard's browser test drives them.
-.ci/.chromium-ok:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  echo "==> installing chromium and chromium-driver (Debian)"; \
+# Debian's chromium and its driver (the dashboard's browser test drives them) and
+# docker-compose (the compose file's validation; without its recommended Docker engine),
+# when missing.
+.ci/.ops-tools-ok:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || \
+	    ! command -v docker-compose >/dev/null; then \
+	  echo "==> installing chromium, chromium-driver and docker-compose (Debian)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver \
+	    >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    docker-compose >/dev/null; \
 	fi
 	@touch $@
 
