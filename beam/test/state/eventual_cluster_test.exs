@@ -226,6 +226,36 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
     end
   end
 
+  test "what an exchange brought in is passed on at once, not a round later (A-B-C chain, A-C cut)",
+       %{nodes: [a, b, c] = nodes} do
+    # a 30 s round: only the follow-up ping can bring A's write to C within a second
+    set_interval(nodes, 30_000)
+
+    try do
+      partition([a], [b, c])
+      partition_pair(a, c)
+      for i <- 1..20, do: {:ok, _} = call(a, Eventual, :put, [{"chain", i}, i, [table: @table]])
+      assert {:error, :not_found} = call(c, Eventual, :get, [{"chain", 1}, [table: @table]])
+      heal([a], [b])
+      healed = mono()
+
+      reached =
+        PeerNode.eventually(
+          fn ->
+            match?({:ok, 20, _}, call(c, Eventual, :get, [{"chain", 20}, [table: @table]])) and
+              mono()
+          end,
+          2_000
+        )
+
+      IO.puts("\n  chain A-B-C: C has A's writes #{reached - healed} ms after A-B healed")
+      assert reached - healed < 1_000
+    after
+      heal([a], [c])
+      set_interval(nodes, @interval)
+    end
+  end
+
   test "a node that joins late converges within 2x the interval", %{nodes: nodes} do
     for i <- 1..50,
         do: {:ok, _} = call(Enum.random(nodes), Eventual, :put, [{"late", i}, i, [table: @table]])
@@ -291,6 +321,26 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
         stats(n).peers == if(n in side1, do: length(side1), else: length(side2)) - 1
       end)
     end
+  end
+
+  defp partition_pair(x, y) do
+    :erpc.call(x, :erlang, :set_cookie, [y, :"dspex_test_cut_by_#{x}"])
+    :erpc.call(y, :erlang, :set_cookie, [x, :"dspex_test_cut_by_#{y}"])
+    :erpc.call(x, :erlang, :disconnect_node, [y])
+    PeerNode.eventually(fn -> y not in :erpc.call(x, Node, :list, []) end)
+  end
+
+  # a new anti-entropy interval takes effect when the replica restarts (it then resyncs)
+  defp set_interval(nodes, ms) do
+    for n <- nodes do
+      :ok = :erpc.call(n, Application, :put_env, [:dspex_cluster, :eventual_anti_entropy_ms, ms])
+      sup = DSPEx.Clustering.State.EventualSupervisor
+      :ok = :erpc.call(n, Supervisor, :terminate_child, [sup, {Replica, @table}])
+      {:ok, _} = :erpc.call(n, Supervisor, :restart_child, [sup, {Replica, @table}])
+    end
+
+    for n <- nodes, do: PeerNode.eventually(fn -> stats(n).peers == length(nodes) - 1 end)
+    wait_converged(nodes, 10_000)
   end
 
   defp heal(side1, side2) do
