@@ -22,6 +22,12 @@ Published:
     reaches `critical_on` while alerting, `info` ("recovered") after `clear_rows` consecutive
     reports < `alert_off`.
 
+The alert threshold `alert_on` is a knob (cluster/knobs.py): when the Cognitive Variable
+`health.alert_threshold` exists, every health monitor uses its value (`alert_off` stays at most
+half of it) and feeds it rewards from outcomes: +1 when a node that went down had been alerted
+on within `outcome_horizon_s`, -1 when it went down unannounced, -0.25 for an alert that cleared
+with the node still up (a false alarm).
+
 Calls: `scores` -> #{Node => %{score, rarity, deviation, alerting, rows, features}};
 `{explain, Node}` -> the last report's feature shares.
 """
@@ -37,7 +43,9 @@ import numpy as np
 
 from dspex_cluster import signals
 from dspex_cluster.agents import Action, Agent, Param
+from dspex_cluster.agents.sensor import Sensor
 from dspex_cluster.agents.skill import Route, Skill
+from dspex_cluster.cluster.knobs import Knob, KnobSensor
 from dspex_cluster.cluster.terms import as_mapping, number
 from dspex_cluster.etf import Atom
 from dspex_cluster.names import HEALTH_MONITOR
@@ -93,6 +101,10 @@ class HealthPolicy:
     alert_rows: int = 2
     clear_rows: int = 3
     min_deviation: float = 4.0  # robust std devs for a full-strength score
+    threshold_variable: str | None = "health.alert_threshold"  # the knob of `alert_on`
+    outcome_horizon_s: float = 600.0  # an alert this recent "announced" a node's going down
+    knob_retry_s: float = 2.0
+    knob_feedback_interval_s: float = 5.0
     baseline_rows: int = 120
     # detector settings for short live histories (see AnomalyDetector)
     detector: dict[str, Any] = field(
@@ -180,9 +192,32 @@ class AnomalySkill(Skill):
         self.policy = policy or HealthPolicy()
         self.nodes: dict[Atom, NodeHealth] = {}
         self.published: list[Signal] = []
+        p = self.policy
+        self._alert_off = p.alert_off
+        self.threshold = Knob(p.threshold_variable or "", p.alert_on, self._use_threshold)
+        self.last_alert: dict[Atom, float] = {}  # node -> monotonic time of its last warning
+
+    def _use_threshold(self, value: float) -> None:
+        self.policy.alert_on = value
+        self.policy.alert_off = min(self._alert_off, value / 2)
 
     def routes(self) -> list[Route]:
-        return [("cluster.health.data", self.on_health)]
+        return [("cluster.health.data", self.on_health), ("cluster.node.down", self.on_down)]
+
+    def sensors(self) -> list[Sensor]:
+        p = self.policy
+        if not p.threshold_variable:
+            return []
+        return [KnobSensor([self.threshold], p.knob_retry_s, p.knob_feedback_interval_s)]
+
+    def on_down(self, signal: Signal) -> None:
+        """Rewards the threshold: was this node's going down announced by an alert?"""
+        node = signal.get("node")
+        if not isinstance(node, Atom):
+            return
+        at = self.last_alert.pop(node, None)
+        announced = at is not None and time.monotonic() - at <= self.policy.outcome_horizon_s
+        self.threshold.reward(1.0 if announced else -1.0)
 
     def actions(self) -> list[Action]:
         return [
@@ -238,6 +273,7 @@ class AnomalySkill(Skill):
         extra = {"score": float(score)}
         if not h.alerting and h.above >= p.alert_rows:
             h.alerting = True
+            self.last_alert[node] = now
             msg = f"anomalous health on {node} (score {score:.2f}; driven by {drivers})"
             out.append(signals.health_alert(node, "warning", msg, origin=origin, extra=extra))
         elif h.alerting and not h.critical and score >= p.critical_on:
@@ -246,6 +282,7 @@ class AnomalySkill(Skill):
             out.append(signals.health_alert(node, "critical", msg, origin=origin, extra=extra))
         elif h.alerting and h.below >= p.clear_rows:
             h.alerting = h.critical = False
+            self.threshold.reward(-0.25)  # alerted, and the node stayed up: a false alarm
             msg = f"health on {node} back to normal (score {score:.2f})"
             out.append(signals.health_alert(node, "info", msg, origin=origin, extra=extra))
         return out

@@ -89,6 +89,7 @@ from dspex_cluster.cluster.candidates import (
     node_mask,
 )
 from dspex_cluster.cluster.constraints import Filter, merged_constraints
+from dspex_cluster.cluster.knobs import Knob, KnobSensor
 from dspex_cluster.cluster.terms import as_mapping, number
 from dspex_cluster.cluster.view import ClusterView, NodeState
 from dspex_cluster.etf import Atom
@@ -119,8 +120,13 @@ class LoadBalancerConfig:
     undrain_probability: float = 0.3
     max_drained_share: float = 0.34  # the BEAM Config default
     in_flight_ttl_s: float = 120.0  # a placement with no outcome stops counting after this
-    optimism: float = 0.5
+    optimism: float = 0.5  # the default of the knob `exploration_variable`
     drift: float = 0.05
+    # a Cognitive Variable (cluster/knobs.py) that, when it exists, sets `optimism` for every
+    # load balancer and adapts from placement outcomes (reward: minus seconds per unit of work)
+    exploration_variable: str | None = "lb.exploration"
+    knob_retry_s: float = 2.0
+    knob_feedback_interval_s: float = 5.0
 
 
 class LoadBalancer(Agent):
@@ -132,6 +138,7 @@ class LoadBalancer(Agent):
         c = self.config
         self.view = ClusterView()
         self.model = PlacementModel(1, optimism=c.optimism, drift=c.drift)
+        self.exploration = Knob(c.exploration_variable or "", c.optimism, self.model.set_optimism)
         self.index: dict[Atom, int] = {}  # node -> row in the model and the forecaster
         self.drained: dict[Atom, float] = {}  # node -> the probability that drained it
         self.in_flight: dict[Atom, deque[float]] = {}
@@ -163,7 +170,14 @@ class LoadBalancer(Agent):
         ]
 
     def sensors(self) -> list[Sensor]:
-        return [FunctionSensor("forecast", self.config.forecast_interval_s, self.forecast_tick)]
+        c = self.config
+        sensors: list[Sensor] = [
+            FunctionSensor("forecast", c.forecast_interval_s, self.forecast_tick)
+        ]
+        if c.exploration_variable:
+            knobs = KnobSensor([self.exploration], c.knob_retry_s, c.knob_feedback_interval_s)
+            sensors.append(knobs)
+        return sensors
 
     def actions(self) -> list[Action]:
         return [
@@ -366,6 +380,7 @@ class LoadBalancer(Agent):
             q.popleft()
             self._pending[row] = len(q)
         self.outcomes.append((time.monotonic(), node, ms))
+        self.exploration.reward(-(ms / 1000.0) / work)
         return OK
 
     # -- draining ------------------------------------------------------------------------------

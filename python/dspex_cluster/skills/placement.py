@@ -407,6 +407,11 @@ class PlacementModel:
             return np.full(self._n, mean)
         return mean + tau2 / (tau2 + var + 1e-12) * dev
 
+    def set_optimism(self, optimism: float) -> None:
+        """Changes the exploration bonus (the next decision uses it)."""
+        self.optimism = float(optimism)
+        self._dirty = True
+
     def _refresh(self) -> None:
         """Recompute the optimistic speeds once per batch of observations, not per decision."""
         self._std = np.sqrt(self._var_now())
