@@ -19,8 +19,8 @@ defmodule DSPEx.Clustering.State.ConsistencyManager do
        it was away) on an up non-member is deleted there before it can be added back.
     4. **Publishes** (scope `:cluster`) `cluster.consistency.leader_changed` `%{leader, previous,
        term}` (from the new leader's node), `cluster.consistency.lag` `%{member, lag, commit_index,
-       threshold}` when a follower is more than `state_lag_threshold` entries behind the leader's
-       commit index (once per episode), and `cluster.consistency.snapshot` `%{index, keys}` when
+       threshold}` when a follower's match index is more than `state_lag_threshold` entries
+       behind the leader's commit index (checked every second, once per episode), and `cluster.consistency.snapshot` `%{index, keys}` when
        the machine releases a snapshot (`snapshot_taken/2`, a Ra `mod_call` effect on the leader).
 
   A node restarted under the same name with its data directory (`<state_dir>/<node>`, default
@@ -33,6 +33,8 @@ defmodule DSPEx.Clustering.State.ConsistencyManager do
   alias DSPEx.Clustering.State.{Strong, StrongMachine}
 
   @source "consistency_manager"
+  # how often the leader compares its followers' match index with its commit index
+  @lag_every_ms 1_000
 
   # -- called on any node (by the manager of another node, or a client) --------------------
 
@@ -40,31 +42,56 @@ defmodule DSPEx.Clustering.State.ConsistencyManager do
   @spec status() :: map()
   def status do
     {members, leader} = Strong.known()
-    leader_metrics = leader && remote_metrics(leader)
-
-    lag =
-      Map.new(members, fn {_, node} = id ->
-        m = if id == leader, do: leader_metrics, else: remote_metrics(id)
-        {node, lag(leader_metrics, m)}
-      end)
+    view = leader && leader_view_of(leader)
+    metrics = leader && remote_metrics(leader)
 
     %{
       consistency: Config.get(:consistency),
       replication_factor: Config.get(:replication_factor),
       members: Enum.map(members, &elem(&1, 1)),
       leader: leader && elem(leader, 1),
-      term: leader_metrics && leader_metrics.term,
-      commit_index: leader_metrics && leader_metrics.commit_index,
-      last_applied: leader_metrics && leader_metrics.last_applied,
-      snapshot_index: leader_metrics && leader_metrics.snapshot_index,
-      lag: lag,
+      term: view && view.term,
+      commit_index: view && view.commit_index,
+      last_applied: view && view.last_applied,
+      snapshot_index: metrics && metrics.snapshot_index,
+      lag: Map.new(members, fn {_, node} -> {node, view && Map.get(view.lag, node)} end),
       local_member: Enum.any?(members, &(elem(&1, 1) == node()))
     }
   end
 
-  defp lag(nil, _), do: nil
-  defp lag(_, nil), do: nil
-  defp lag(leader, member), do: max(leader.commit_index - member.last_applied, 0)
+  @doc """
+  The local Ra server's view if it is the leader: `%{term, commit_index, last_applied, lag}`,
+  `lag` per member = the leader's commit index minus the member's match index (what the leader
+  knows the member has written), 0 for the leader itself; nil on a follower.
+  """
+  @spec leader_view() :: map() | nil
+  def leader_view do
+    # the full server state; its large part (the machine state) is only copied on this node
+    case :ra_server_proc.local_state_query(Strong.server_id(node()), :all, 1_000) do
+      {:ok, %{cluster: cluster, commit_index: commit} = s, leader} ->
+        if leader == Strong.server_id(node()) do
+          lag =
+            Map.new(cluster, fn {{_, n} = id, peer} ->
+              {n, if(id == leader, do: 0, else: max(commit - peer.match_index, 0))}
+            end)
+
+          %{term: s.current_term, commit_index: commit, last_applied: s.last_applied, lag: lag}
+        end
+
+      _ ->
+        nil
+    end
+  catch
+    _, _ -> nil
+  end
+
+  defp leader_view_of({_, node}) when node == node(), do: leader_view()
+
+  defp leader_view_of({_, node}) do
+    :erpc.call(node, __MODULE__, :leader_view, [], 2_000)
+  catch
+    _, _ -> nil
+  end
 
   @doc "Ra's metrics of the local member: `%{term, snapshot_index, last_applied, commit_index}`."
   @spec local_metrics() :: map() | nil
@@ -156,6 +183,7 @@ defmodule DSPEx.Clustering.State.ConsistencyManager do
        leader: nil,
        down_since: %{},
        lagging: MapSet.new(),
+       lag_checked: now() - @lag_every_ms,
        every: Config.get(:state_check_interval_ms)
      }}
   end
@@ -280,7 +308,7 @@ defmodule DSPEx.Clustering.State.ConsistencyManager do
 
     signals =
       if leader == me do
-        term = (local_metrics() || %{term: nil}).term
+        term = (leader_view() || %{term: nil}).term
         previous = state.leader && elem(state.leader, 1)
 
         [
@@ -440,20 +468,18 @@ defmodule DSPEx.Clustering.State.ConsistencyManager do
     end
   end
 
-  defp lag_signals(state, members) do
-    threshold = Config.get(:state_lag_threshold)
-    leader = local_metrics()
+  defp lag_signals(state, _members) do
+    if now() - state.lag_checked >= @lag_every_ms do
+      lag_signals(%{state | lag_checked: now()}, Config.get(:state_lag_threshold), leader_view())
+    else
+      {[], state}
+    end
+  end
 
-    behind =
-      for id <- members,
-          id != Strong.server_id(node()),
-          leader != nil,
-          m = remote_metrics(id),
-          m != nil,
-          lag(leader, m) > threshold,
-          into: %{},
-          do: {elem(id, 1), lag(leader, m)}
+  defp lag_signals(state, _threshold, nil), do: {[], state}
 
+  defp lag_signals(state, threshold, view) do
+    behind = for {n, lag} <- view.lag, lag > threshold, into: %{}, do: {n, lag}
     new = Map.keys(behind) |> Enum.reject(&MapSet.member?(state.lagging, &1))
 
     signals =
@@ -462,7 +488,7 @@ defmodule DSPEx.Clustering.State.ConsistencyManager do
             signal("cluster.consistency.lag", %{
               member: n,
               lag: behind[n],
-              commit_index: leader.commit_index,
+              commit_index: view.commit_index,
               threshold: threshold
             })
 
