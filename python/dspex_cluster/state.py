@@ -30,6 +30,7 @@ Errors are exceptions: `VersionMismatch` (a cas whose expected version was not t
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -146,7 +147,14 @@ class State:
         self, fun: str, args: list[Any], consistency: str | None, extra: Sequence[Any] = ()
     ) -> Any:
         chosen = consistency or self.consistency
-        opts: list[Any] = [(Atom("timeout"), int(self.timeout * 1000)), *extra]
+        # one id for the call, kept when it is sent again through another BEAM node: the strong
+        # store applies it at most once (a node lost after forwarding it must not cause a second)
+        request_id = (self.node.name, uuid.uuid4().bytes)
+        opts: list[Any] = [
+            (Atom("timeout"), int(self.timeout * 1000)),
+            (Atom("request_id"), request_id),
+            *extra,
+        ]
         if chosen is not None:
             opts.append((Atom("consistency"), Atom(chosen)))
         return await self._rpc(fun, [*args, opts])

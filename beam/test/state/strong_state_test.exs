@@ -86,6 +86,21 @@ defmodule DSPEx.Clustering.StrongStateTest do
     assert s.leader in Enum.map(peers, & &1.node)
   end
 
+  test "a call repeated with its request_id is applied once and answers its first reply",
+       %{peers: [a, b, _]} do
+    key = {:once, make_ref()}
+    id = {:client, make_ref()}
+    {:ok, v1} = call(a.node, :put, [key, 0, [consistency: :strong]])
+    opts = [consistency: :strong, request_id: id]
+    assert {:ok, v2} = call(a.node, :cas, [key, v1, 1, opts])
+    # the same cas again, through another node: not a mismatch, the first reply
+    assert {:ok, ^v2} = call(b.node, :cas, [key, v1, 1, opts])
+    assert {:ok, 1, ^v2} = call(b.node, :get, [key, [consistency: :strong]])
+    # without the id it is a new call
+    assert {:error, {:version_mismatch, ^v2}} =
+             call(b.node, :cas, [key, v1, 1, [consistency: :strong]])
+  end
+
   test "an unknown consistency is refused" do
     assert {:error, {:unsupported_consistency, :bogus}} = State.get(:k, consistency: :bogus)
   end

@@ -25,7 +25,9 @@ defmodule DSPEx.Clustering.State do
   * `:causal` — session guarantees over eventual (`DSPEx.Clustering.State.Causal`).
 
   Options: `consistency:` (default: the node's `consistency` setting — `:eventual` in the
-  development profile, `:strong` in production), `timeout:` (ms), and what the chosen
+  development profile, `:strong` in production), `timeout:` (ms), `request_id:` (strong: a
+  cluster-wide unique term; a call repeated with the same id — e.g. through another node after
+  a lost connection — is applied at most once and answers the first reply), and what the chosen
   consistency takes (e.g. `session:` for `:causal`). Keys and values are any Erlang terms; a
   value larger than `max_value_bytes` (default 1 MiB, in external term format) is refused with
   `{:error, {:value_too_large, size, max}}` and nothing is written. An unknown consistency

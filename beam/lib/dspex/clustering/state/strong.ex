@@ -7,7 +7,9 @@ defmodule DSPEx.Clustering.State.Strong do
   Every call is one Ra command through the log — reads included (linearizable by Raft alone).
   It goes to the last known leader first, then to the other members in turn until the
   deadline (`timeout:`, default `state_timeout_ms`, 5 s). A call carries a unique request id, so
-  sending it again after a timeout or a lost leader applies it at most once (see the machine).
+  sending it again after a timeout or a lost leader applies it at most once (see the machine);
+  `request_id:` gives that id (any term, unique across the cluster) for a caller that may repeat
+  the call through another node.
 
   Errors: `{:error, :no_quorum}` when, at the deadline, this node cannot reach a majority of
   the group's members (or no group is formed yet); `{:error, :timeout}` when it can but no
@@ -74,7 +76,9 @@ defmodule DSPEx.Clustering.State.Strong do
   defp command(op, opts) do
     timeout = Keyword.get_lazy(opts, :timeout, fn -> Config.get(:state_timeout_ms) end)
     deadline = now() + timeout
-    attempt({:req, make_ref(), op}, deadline, 0)
+    # a caller that may send the same call again through another node (the Python client after
+    # a noconnection) gives its own cluster-wide unique id, so the retry is applied at most once
+    attempt({:req, Keyword.get_lazy(opts, :request_id, &make_ref/0), op}, deadline, 0)
   end
 
   defp attempt(cmd, deadline, n) do
