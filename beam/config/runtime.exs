@@ -21,3 +21,10 @@ if port = System.get_env("DSPEX_METRICS_PORT"),
   do: config(:dspex_cluster, metrics_port: String.to_integer(port))
 
 if bind = System.get_env("DSPEX_METRICS_BIND"), do: config(:dspex_cluster, metrics_bind: bind)
+
+# DNS discovery (--discovery dns), e.g. a Kubernetes headless service: deploy/kubernetes/
+if query = System.get_env("DSPEX_DNS_QUERY"), do: config(:dspex_cluster, dns_query: query)
+if base = System.get_env("DSPEX_DNS_BASENAME"), do: config(:dspex_cluster, dns_basename: base)
+
+if type = System.get_env("DSPEX_DNS_TYPE"),
+  do: config(:dspex_cluster, dns_type: String.to_existing_atom(type))
