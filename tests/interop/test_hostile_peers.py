@@ -322,3 +322,48 @@ async def test_epmd_creation_zero_is_refused() -> None:
             await epmd_client.register("x", 5555, True, port, timeout=2)
     finally:
         server.close()
+
+
+# -- large frames are decoded away from the event loop -----------------------------------------
+
+
+class Sink(Process):
+    def __init__(self) -> None:
+        self.got: list[object] = []
+
+    async def run(self) -> None:
+        while True:
+            self.got.append(await self.receive())
+
+
+async def test_large_frames_are_decoded_off_the_loop_in_order(
+    target: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from dspex_cluster.runtime import connection
+
+    threads: list[int] = []
+    original = connection.decode_frame_body
+
+    def recording(body: bytes) -> tuple:
+        threads.append(threading.get_ident())
+        return original(body)
+
+    monkeypatch.setattr(connection, "decode_frame_body", recording)
+    target.decode_in_thread_above = 10_000
+    sink = Sink()
+    await target.spawn(sink, name="sink")
+    peer = await connect_peer(target)
+    big = list(range(300, 20_300))  # about 100 KB on the wire
+    for i in range(1, 7):
+        peer.send(C.reg_send(peer.pid(), Atom("sink")), (i, big if i % 2 == 0 else []))
+    for _ in range(500):
+        if len(sink.got) == 6:
+            break
+        await asyncio.sleep(0.01)
+    assert [m[0] for m in sink.got] == [1, 2, 3, 4, 5, 6]  # type: ignore[index]
+    assert sink.got[1] == (2, big)
+    assert len(threads) == 3 and threading.get_ident() not in threads
+    assert not await peer.closed(within=0.2)
+    peer.writer.close()

@@ -28,9 +28,27 @@ enum {
 /* ---- Python objects borrowed from the pure modules (strong references, set at import) ---- */
 static PyObject *AtomType, *PidType, *ReferenceType, *PortType, *ExportFunType, *FunType;
 static PyObject *BitStringType, *ImproperListType, *FrozenTermType, *ETFError, *DefaultLimits;
-static PyObject *NoMessage, *py_distinct_key, *py_inflate, *py_finish, *py_fragment;
+static PyObject *NoMessage, *py_build_map_with_aliases, *py_inflate, *py_finish, *py_fragment;
 static PyObject *s_max_depth, *s_max_elements, *s_max_uncompressed_size, *s_max_atom_chars;
-static PyObject *s_max_huge_int_keys;
+static PyObject *s_max_huge_int_keys, *s_max_expansion, *s_expansion_allowance;
+
+/* What decoded values cost in bytes of Python objects: the same amounts, charged at the same
+   points, as pure.py's COST_* (see there). */
+#define COST_LIST 56
+#define COST_TUPLE 40
+#define COST_MAP 64
+#define COST_MAP_PAIR 48
+#define COST_SLOT 8
+#define COST_INT 32
+#define COST_FLOAT 24
+#define COST_BYTES 33
+#define COST_OBJECT 64
+#define COST_FUN 160
+
+/* pure.py's _check_probe_work constants */
+#define PROBE_CHECK_MIN_KEYS 128
+#define PROBE_BUDGET_PER_KEY 32
+#define PROBE_BUDGET_BASE 4096
 
 /* slot offsets of the classes we build and read directly */
 typedef struct { Py_ssize_t node, id, serial, creation; } PidSlots;
@@ -103,6 +121,9 @@ typedef struct {
     Py_ssize_t max_atom_chars;
     Py_ssize_t max_huge_int_keys, huge_int_keys;
     Py_ssize_t huge_ints; /* integers Python hashes modulo 2**61 - 1 (see dec_map) */
+    Py_ssize_t max_expansion, expansion_allowance;
+    long long cost_left;  /* bytes of Python objects the input may still decode to */
+    unsigned long steps;  /* terms decoded, to let other threads run now and then */
     PyObject *limits;     /* borrowed */
 } Dec;
 
@@ -135,6 +156,18 @@ spend(Dec *d, Py_ssize_t n, Py_ssize_t pos)
     d->elements_left -= n;
     if (d->elements_left < 0) {
         fail(pos, "term has more than max_elements=%zd elements", d->max_elements);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+charge(Dec *d, long long cost, Py_ssize_t pos)
+{
+    d->cost_left -= cost;
+    if (d->cost_left < 0) {
+        fail(pos, "decoded term would take more memory than max_expansion=%zd times its input "
+                  "plus expansion_allowance", d->max_expansion);
         return -1;
     }
     return 0;
@@ -296,7 +329,7 @@ read_pid(Dec *d, Py_ssize_t *pos)
     PyObject *node = read_atom(d, &p, 0);
     if (node == NULL)
         return NULL;
-    if (need(d, p, 12, "pid") < 0) {
+    if (need(d, p, 12, "pid") < 0 || charge(d, COST_OBJECT + 3 * COST_INT, *pos) < 0) {
         Py_DECREF(node);
         return NULL;
     }
@@ -323,6 +356,8 @@ dec_big(Dec *d, Py_ssize_t start, Py_ssize_t n, Py_ssize_t tagpos, Py_ssize_t *p
     int sign = d->buf[start];
     if (sign > 1)
         return fail(tagpos, "bignum sign byte must be 0 or 1, got %d", sign);
+    if (charge(d, 28 + 4 * ((8 * (long long)n + 29) / 30), tagpos) < 0)
+        return NULL;
     const unsigned char *digits = d->buf + start + 1;
     PyObject *v;
     uint64_t m = 0;
@@ -366,18 +401,49 @@ dec_list(Dec *d, Py_ssize_t p, Py_ssize_t tagpos, long depth, Py_ssize_t *pos)
     p += 4;
     if (n + 1 > d->len - p)
         return fail(tagpos, "list of %zd elements cannot fit in %zd bytes", n, d->len - p);
-    if (check_depth(d, depth, tagpos) < 0 || spend(d, n, tagpos) < 0)
+    if (check_depth(d, depth, tagpos) < 0 || spend(d, n, tagpos) < 0 ||
+        charge(d, COST_LIST + COST_SLOT * (long long)n, tagpos) < 0)
         return NULL;
     PyObject *items = PyList_New(n);
     if (items == NULL)
         return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = dec_term(d, &p, depth + 1);
-        if (v == NULL) {
+    Py_ssize_t filled = 0; /* items set so far; the list may grow past n with list tails */
+    for (;;) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = dec_term(d, &p, depth + 1);
+            if (v == NULL) {
+                Py_DECREF(items);
+                return NULL;
+            }
+            if (filled < PyList_GET_SIZE(items))
+                PyList_SET_ITEM(items, filled, v);
+            else if (PyList_Append(items, v) < 0) {
+                Py_DECREF(v);
+                Py_DECREF(items);
+                return NULL;
+            }
+            else
+                Py_DECREF(v);
+            filled++;
+        }
+        if (p >= d->len || d->buf[p] != LIST)
+            break;
+        /* [a | [b | ...]]: never sent by OTP, but one list, read in one pass (linear time) */
+        Py_ssize_t at = p;
+        if (need(d, p + 1, 4, "LIST_EXT") < 0) {
             Py_DECREF(items);
             return NULL;
         }
-        PyList_SET_ITEM(items, i, v);
+        n = rd32(d->buf + p + 1);
+        if (n + 1 > d->len - p - 5) {
+            Py_DECREF(items);
+            return fail(at, "list of %zd elements cannot fit in %zd bytes", n, d->len - p - 5);
+        }
+        if (spend(d, n, at) < 0 || charge(d, COST_SLOT * (long long)n, at) < 0) {
+            Py_DECREF(items);
+            return NULL;
+        }
+        p += 5;
     }
     if (p < d->len && d->buf[p] == NIL) {
         *pos = p + 1;
@@ -389,7 +455,7 @@ dec_list(Dec *d, Py_ssize_t p, Py_ssize_t tagpos, long depth, Py_ssize_t *pos)
         return NULL;
     }
     *pos = p;
-    if (PyList_CheckExact(tail)) { /* [a | [b]] is [a, b] */
+    if (PyList_CheckExact(tail)) { /* a STRING_EXT tail */
         Py_ssize_t k = PyList_GET_SIZE(items);
         int r = PyList_SetSlice(items, k, k, tail);
         Py_DECREF(tail);
@@ -399,25 +465,58 @@ dec_list(Dec *d, Py_ssize_t p, Py_ssize_t tagpos, long depth, Py_ssize_t *pos)
         }
         return items;
     }
-    if (Py_TYPE(tail) == (PyTypeObject *)ImproperListType) {
-        PyObject *joined = PySequence_Concat(items, SLOT(tail, improper_s.items));
-        PyObject *inner_tail = SLOT(tail, improper_s.tail);
-        Py_INCREF(inner_tail);
-        Py_DECREF(tail);
-        Py_DECREF(items);
-        if (joined == NULL) {
-            Py_DECREF(inner_tail);
-            return NULL;
-        }
-        PyObject *vals[2] = {joined, inner_tail};
-        return new_slotted(ImproperListType, (const Py_ssize_t *)&improper_s, vals, 2);
-    }
-    if (n == 0) {
+    if (PyList_GET_SIZE(items) == 0) {
         Py_DECREF(items);
         return tail;
     }
+    if (charge(d, COST_OBJECT, tagpos) < 0) {
+        Py_DECREF(items);
+        Py_DECREF(tail);
+        return NULL;
+    }
     PyObject *vals[2] = {items, tail};
     return new_slotted(ImproperListType, (const Py_ssize_t *)&improper_s, vals, 2);
+}
+
+/* Replays Python's dict probing (i = hash & mask, then i = 5i + 1 + (perturb >>= 5)) for every
+   table size from 8 up to 4 times the key count; -1 with an ETFError when the probes exceed the
+   budget at any size. Exactly pure.py's _check_probe_work. */
+static int
+check_probe_work(const Py_hash_t *hashes, Py_ssize_t n, Py_ssize_t tagpos)
+{
+    if (n < PROBE_CHECK_MIN_KEYS)
+        return 0;
+    size_t size = 8;
+    for (;;) {
+        Py_ssize_t m = (Py_ssize_t)(2 * size / 3);
+        if (m > n)
+            m = n;
+        long long budget = (long long)PROBE_BUDGET_PER_KEY * m + PROBE_BUDGET_BASE, work = 0;
+        size_t mask = size - 1;
+        unsigned char *table = PyMem_Calloc(size, 1);
+        if (table == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < m; k++) {
+            size_t h = (size_t)hashes[k], i = h & mask, perturb = h;
+            while (table[i]) {
+                work++;
+                perturb >>= 5;
+                i = (i * 5 + perturb + 1) & mask;
+            }
+            table[i] = 1;
+            if (work > budget) {
+                PyMem_Free(table);
+                fail(tagpos, "map of %zd pairs whose keys collide in Python's hash", n);
+                return -1;
+            }
+        }
+        PyMem_Free(table);
+        if (size >= 4 * (size_t)n)
+            return 0;
+        size *= 2;
+    }
 }
 
 static PyObject *
@@ -429,89 +528,86 @@ dec_map(Dec *d, Py_ssize_t p, Py_ssize_t tagpos, long depth, Py_ssize_t *pos)
     p += 4;
     if (2 * n > d->len - p)
         return fail(tagpos, "map of %zd pairs cannot fit in %zd bytes", n, d->len - p);
-    if (check_depth(d, depth, tagpos) < 0 || spend(d, 2 * n, tagpos) < 0)
+    if (check_depth(d, depth, tagpos) < 0 || spend(d, 2 * n, tagpos) < 0 ||
+        charge(d, COST_MAP + COST_MAP_PAIR * (long long)n, tagpos) < 0)
         return NULL;
-    PyObject *result = PyDict_New();
-    PyObject *canon = NULL; /* key -> the key object stored, from the first collision on */
-    if (result == NULL)
-        return NULL;
+    /* keys and values first, then the dict (as pure.py's _d_map and _build_map) */
+    PyObject *keys = PyList_New(n), *values = PyList_New(n), *result = NULL;
+    Py_hash_t *hashes = NULL;
+    if (keys == NULL || values == NULL)
+        goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t key_pos = p;
         Py_ssize_t huge = d->huge_ints;
         PyObject *key = dec_term(d, &p, depth + 1);
         if (key == NULL)
-            goto error;
+            goto done;
+        PyList_SET_ITEM(keys, i, key);
         if (d->huge_ints != huge && ++d->huge_int_keys > d->max_huge_int_keys) {
-            Py_DECREF(key);
             fail(key_pos,
                  "more than max_huge_int_keys=%zd map keys hold integers of 2**61 - 1 or more",
                  d->max_huge_int_keys);
-            goto error;
+            goto done;
         }
         PyObject *value = dec_term(d, &p, depth + 1);
-        if (value == NULL) {
-            Py_DECREF(key);
-            goto error;
-        }
-        int present = PyDict_Contains(result, key);
-        if (present < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_TypeError))
-                goto error_kv;
-            PyErr_Clear(); /* unhashable key (a list, a map, ...) */
-            PyObject *wrapped = PyObject_CallOneArg(FrozenTermType, key);
-            Py_DECREF(key);
-            key = wrapped;
-            if (key == NULL) {
-                Py_DECREF(value);
-                goto error;
-            }
-            present = PyDict_Contains(result, key);
-            if (present < 0)
-                goto error_kv;
-        }
-        if (present) { /* equal to a key under Python's == (1, 1.0, true): the pure helper */
-            if (canon == NULL) {
-                canon = PyDict_New();
-                Py_ssize_t it = 0;
-                PyObject *k, *v;
-                while (canon != NULL && PyDict_Next(result, &it, &k, &v)) {
-                    if (PyDict_SetItem(canon, k, k) < 0)
-                        Py_CLEAR(canon);
-                }
-                if (canon == NULL)
-                    goto error_kv;
-            }
-            PyObject *at = PyLong_FromSsize_t(key_pos);
-            PyObject *distinct =
-                at ? PyObject_CallFunctionObjArgs(py_distinct_key, result, canon, key, at, NULL) : NULL;
-            Py_XDECREF(at);
-            Py_DECREF(key);
-            key = distinct;
-            if (key == NULL) {
-                Py_DECREF(value);
-                goto error;
-            }
-        }
-        if (canon != NULL && PyDict_SetItem(canon, key, key) < 0)
-            goto error_kv;
-        int r = PyDict_SetItem(result, key, value);
-        Py_DECREF(key);
-        Py_DECREF(value);
-        if (r < 0)
-            goto error;
-        continue;
-    error_kv:
-        Py_DECREF(key);
-        Py_DECREF(value);
-        goto error;
+        if (value == NULL)
+            goto done;
+        PyList_SET_ITEM(values, i, value);
     }
-    Py_XDECREF(canon);
-    *pos = p;
+    hashes = PyMem_Malloc(sizeof(Py_hash_t) * (size_t)(n ? n : 1));
+    if (hashes == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        Py_hash_t h = PyObject_Hash(key);
+        if (h == -1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError))
+                goto done;
+            PyErr_Clear(); /* unhashable (a list, a map, ...) */
+            PyObject *wrapped = PyObject_CallOneArg(FrozenTermType, key);
+            if (wrapped == NULL)
+                goto done;
+            PyList_SetItem(keys, i, wrapped); /* steals; drops the old key */
+            h = PyObject_Hash(wrapped);
+            if (h == -1 && PyErr_Occurred())
+                goto done;
+        }
+        hashes[i] = h;
+    }
+    if (check_probe_work(hashes, n, tagpos) < 0)
+        goto done;
+    result = PyDict_New();
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        int present = PyDict_Contains(result, key);
+        if (present < 0)
+            goto fail;
+        if (present) { /* equal under Python's == (1, 1.0, true), or a duplicate */
+            Py_CLEAR(result);
+            PyObject *at = PyLong_FromSsize_t(tagpos);
+            if (at == NULL)
+                goto done;
+            result = PyObject_CallFunctionObjArgs(py_build_map_with_aliases, keys, values, at, NULL);
+            Py_DECREF(at);
+            goto done;
+        }
+        if (PyDict_SetItem(result, key, PyList_GET_ITEM(values, i)) < 0)
+            goto fail;
+    }
+    goto done;
+fail:
+    Py_CLEAR(result);
+done:
+    PyMem_Free(hashes);
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
+    if (result != NULL)
+        *pos = p;
     return result;
-error:
-    Py_XDECREF(canon);
-    Py_DECREF(result);
-    return NULL;
 }
 
 static PyObject *
@@ -546,7 +642,8 @@ dec_fun(Dec *d, Py_ssize_t tagpos, long depth, Py_ssize_t *pos)
     Py_ssize_t p = tagpos + 30;
     if (num_free > end - p)
         return fail(tagpos, "NEW_FUN_EXT with %zd free variables cannot fit", num_free);
-    if (spend(d, num_free, tagpos) < 0)
+    if (spend(d, num_free, tagpos) < 0 ||
+        charge(d, COST_FUN + COST_BYTES + size + COST_TUPLE + COST_SLOT * (long long)num_free, tagpos) < 0)
         return NULL;
     PyObject *vals[9] = {NULL};
     /* raw, module, arity, index, uniq, old_index, old_uniq, pid, free_vars */
@@ -597,6 +694,11 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
     if (p >= d->len)
         return fail(p, "truncated: expected a term");
     int tag = b[p];
+    if ((++d->steps & 0xFFFF) == 0) {
+        /* a large decode runs in a worker thread: let the event loop's thread have the GIL */
+        Py_BEGIN_ALLOW_THREADS
+        Py_END_ALLOW_THREADS
+    }
     switch (tag) {
     case SMALL_INTEGER:
         if (need(d, p + 1, 1, "SMALL_INTEGER_EXT") < 0)
@@ -606,8 +708,13 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
     case INTEGER:
         if (need(d, p + 1, 4, "INTEGER_EXT") < 0)
             return NULL;
-        *pos = p + 5;
-        return PyLong_FromLong((int32_t)rd32(b + p + 1));
+        {
+            long v = (int32_t)rd32(b + p + 1);
+            if ((v < -5 || v > 256) && charge(d, COST_INT, p) < 0)
+                return NULL;
+            *pos = p + 5;
+            return PyLong_FromLong(v);
+        }
     case SMALL_BIG:
         if (need(d, p + 1, 1, "SMALL_BIG_EXT") < 0)
             return NULL;
@@ -617,7 +724,7 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
             return NULL;
         return dec_big(d, p + 5, rd32(b + p + 1), p, pos);
     case NEW_FLOAT: {
-        if (need(d, p + 1, 8, "NEW_FLOAT_EXT") < 0)
+        if (need(d, p + 1, 8, "NEW_FLOAT_EXT") < 0 || charge(d, COST_FLOAT, p) < 0)
             return NULL;
         uint64_t bits = rd64(b + p + 1);
         double x;
@@ -626,7 +733,7 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
         return check_float(x, p);
     }
     case FLOAT_OLD: {
-        if (need(d, p + 1, 31, "FLOAT_EXT") < 0)
+        if (need(d, p + 1, 31, "FLOAT_EXT") < 0 || charge(d, COST_FLOAT, p) < 0)
             return NULL;
         Py_ssize_t n = 31;
         while (n > 0 && b[p + n] == 0) /* strip the NUL padding */
@@ -672,7 +779,8 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
         }
         if (n > d->len - p)
             return fail(p, "tuple of %zd elements cannot fit in %zd bytes", n, d->len - p);
-        if (check_depth(d, depth, p) < 0 || spend(d, n, p) < 0)
+        if (check_depth(d, depth, p) < 0 || spend(d, n, p) < 0 ||
+            (n > 0 && charge(d, COST_TUPLE + COST_SLOT * (long long)n, p) < 0))
             return NULL;
         PyObject *t = PyTuple_New(n);
         if (t == NULL)
@@ -689,13 +797,16 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
         return t;
     }
     case NIL:
+        if (charge(d, COST_LIST, p) < 0)
+            return NULL;
         *pos = p + 1;
         return PyList_New(0);
     case STRING: {
         if (need(d, p + 1, 2, "STRING_EXT") < 0)
             return NULL;
         Py_ssize_t n = rd16(b + p + 1);
-        if (need(d, p + 3, n, "STRING_EXT") < 0 || spend(d, n, p) < 0)
+        if (need(d, p + 3, n, "STRING_EXT") < 0 || spend(d, n, p) < 0 ||
+            charge(d, COST_LIST + COST_SLOT * (long long)n, p) < 0)
             return NULL;
         PyObject *l = PyList_New(n);
         if (l == NULL)
@@ -711,7 +822,7 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
         if (need(d, p + 1, 4, "BINARY_EXT") < 0)
             return NULL;
         Py_ssize_t n = rd32(b + p + 1);
-        if (need(d, p + 5, n, "BINARY_EXT") < 0)
+        if (need(d, p + 5, n, "BINARY_EXT") < 0 || (n > 1 && charge(d, COST_BYTES + n, p) < 0))
             return NULL;
         *pos = p + 5 + n;
         return PyBytes_FromStringAndSize((const char *)b + p + 5, n);
@@ -725,6 +836,8 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
             return NULL;
         if (n == 0 || bits < 1 || bits > 8)
             return fail(p, "BIT_BINARY_EXT with %zd bytes and %d bits in the last", n, bits);
+        if (charge(d, COST_OBJECT + (n > 1 ? COST_BYTES + n : 0), p) < 0)
+            return NULL;
         PyObject *vals[2] = {PyBytes_FromStringAndSize((const char *)b + p + 6, n), PyLong_FromLong(bits)};
         if (!vals[0] || !vals[1]) {
             Py_XDECREF(vals[0]);
@@ -745,7 +858,8 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
         if (node == NULL)
             return NULL;
         int v4 = tag == V4_PORT;
-        if (need(d, q, v4 ? 12 : 8, v4 ? "V4_PORT_EXT" : "NEW_PORT_EXT") < 0) {
+        if (need(d, q, v4 ? 12 : 8, v4 ? "V4_PORT_EXT" : "NEW_PORT_EXT") < 0 ||
+            charge(d, COST_OBJECT + 2 * COST_INT, p) < 0) {
             Py_DECREF(node);
             return NULL;
         }
@@ -771,7 +885,8 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
         PyObject *node = read_atom(d, &q, 0);
         if (node == NULL)
             return NULL;
-        if (need(d, q, 4 + 4 * n, "NEWER_REFERENCE_EXT") < 0) {
+        if (need(d, q, 4 + 4 * n, "NEWER_REFERENCE_EXT") < 0 ||
+            charge(d, COST_OBJECT + COST_TUPLE + (COST_SLOT + COST_INT) * n + COST_INT, p) < 0) {
             Py_DECREF(node);
             return NULL;
         }
@@ -807,6 +922,11 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
             Py_DECREF(vals[1]);
             return fail(q, "EXPORT_EXT arity must be a SMALL_INTEGER_EXT");
         }
+        if (charge(d, COST_OBJECT, p) < 0) {
+            Py_DECREF(vals[0]);
+            Py_DECREF(vals[1]);
+            return NULL;
+        }
         vals[2] = PyLong_FromLong(b[q + 1]);
         *pos = q + 2;
         return new_slotted(ExportFunType, (const Py_ssize_t *)&export_s, vals, 3);
@@ -837,57 +957,57 @@ dec_term(Dec *d, Py_ssize_t *pos, long depth)
 /* ---- entry points ---- */
 
 static int
-limits_init(Dec *d, PyObject *limits)
+limits_attr(PyObject *limits, PyObject *name, Py_ssize_t *out)
+{
+    PyObject *v = PyObject_GetAttr(limits, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* Limits and budgets for decoding `input_size` bytes (a term, or a frame's two terms). */
+static int
+limits_init(Dec *d, PyObject *limits, Py_ssize_t input_size)
 {
     if (limits == NULL || limits == Py_None)
         limits = DefaultLimits;
     d->limits = limits;
     d->huge_ints = 0;
     d->huge_int_keys = 0;
-    static long def_depth = -1;
-    static Py_ssize_t def_elements, def_atom, def_huge;
-    if (limits == DefaultLimits && def_depth >= 0) {
-        d->max_depth = def_depth;
-        d->max_elements = def_elements;
-        d->max_atom_chars = def_atom;
-        d->max_huge_int_keys = def_huge;
-        d->elements_left = def_elements;
-        return 0;
+    d->steps = 0;
+    static int have_defaults = 0;
+    static Dec defaults;
+    if (limits == DefaultLimits && have_defaults) {
+        d->max_depth = defaults.max_depth;
+        d->max_elements = defaults.max_elements;
+        d->max_atom_chars = defaults.max_atom_chars;
+        d->max_huge_int_keys = defaults.max_huge_int_keys;
+        d->max_expansion = defaults.max_expansion;
+        d->expansion_allowance = defaults.expansion_allowance;
     }
-    PyObject *v;
-    v = PyObject_GetAttr(limits, s_max_depth);
-    if (v == NULL)
-        return -1;
-    d->max_depth = PyLong_AsLong(v);
-    Py_DECREF(v);
-    v = PyObject_GetAttr(limits, s_max_elements);
-    if (v == NULL)
-        return -1;
-    d->max_elements = PyLong_AsSsize_t(v);
-    Py_DECREF(v);
-    v = PyObject_GetAttr(limits, s_max_atom_chars);
-    if (v == NULL)
-        return -1;
-    d->max_atom_chars = PyLong_AsSsize_t(v);
-    Py_DECREF(v);
-    v = PyObject_GetAttr(limits, s_max_huge_int_keys);
-    if (v == NULL)
-        return -1;
-    d->max_huge_int_keys = PyLong_AsSsize_t(v);
-    Py_DECREF(v);
-    if (PyErr_Occurred())
-        return -1;
-    if (d->max_depth < 1 || d->max_depth > 2000) { /* types.MAX_DEPTH_CEILING */
-        PyErr_SetString(PyExc_ValueError, "DecodeLimits.max_depth must be 1..2000");
-        return -1;
+    else {
+        Py_ssize_t depth;
+        if (limits_attr(limits, s_max_depth, &depth) < 0 ||
+            limits_attr(limits, s_max_elements, &d->max_elements) < 0 ||
+            limits_attr(limits, s_max_atom_chars, &d->max_atom_chars) < 0 ||
+            limits_attr(limits, s_max_huge_int_keys, &d->max_huge_int_keys) < 0 ||
+            limits_attr(limits, s_max_expansion, &d->max_expansion) < 0 ||
+            limits_attr(limits, s_expansion_allowance, &d->expansion_allowance) < 0)
+            return -1;
+        if (depth < 1 || depth > 2000) { /* types.MAX_DEPTH_CEILING */
+            PyErr_SetString(PyExc_ValueError, "DecodeLimits.max_depth must be 1..2000");
+            return -1;
+        }
+        d->max_depth = (long)depth;
+        if (limits == DefaultLimits) {
+            defaults = *d;
+            have_defaults = 1;
+        }
     }
     d->elements_left = d->max_elements;
-    if (limits == DefaultLimits) {
-        def_depth = d->max_depth;
-        def_elements = d->max_elements;
-        def_atom = d->max_atom_chars;
-        def_huge = d->max_huge_int_keys;
-    }
+    d->cost_left = (long long)d->max_expansion * input_size + d->expansion_allowance;
     return 0;
 }
 
@@ -901,49 +1021,50 @@ get_buffer(PyObject *data, Py_buffer *view)
     return PyObject_GetBuffer(data, view, PyBUF_SIMPLE);
 }
 
-/* One 131-prefixed term at offset of the buffer (already validated and held). */
+/* One 131-prefixed term at offset of the buffer (held by the caller), with the budgets in d. */
 static PyObject *
-decode_at(Py_buffer *view, PyObject *data, Py_ssize_t offset, PyObject *limits, Py_ssize_t *end)
+decode_at(Dec *d, Py_buffer *view, PyObject *data, Py_ssize_t offset, Py_ssize_t *end)
 {
-    Dec d;
-    if (limits_init(&d, limits) < 0)
-        return NULL;
-    d.buf = (const unsigned char *)view->buf;
-    d.len = view->len;
-    if (offset < 0 || offset > d.len) {
-        PyErr_Format(ETFError, "offset %zd outside the input of %zd bytes", offset, d.len);
-        return NULL;
-    }
-    if (offset >= d.len)
+    d->buf = (const unsigned char *)view->buf;
+    d->len = view->len;
+    if (offset >= d->len)
         return fail(offset, "truncated: expected the version byte 131");
-    if (d.buf[offset] != VERSION)
-        return fail(offset, "expected version byte 131, got %d", d.buf[offset]);
-    if (offset + 1 < d.len && d.buf[offset + 1] == COMPRESSED) {
+    if (d->buf[offset] != VERSION)
+        return fail(offset, "expected version byte 131, got %d", d->buf[offset]);
+    if (offset + 1 < d->len && d->buf[offset + 1] == COMPRESSED) {
+        /* the inflated bytes count against the memory budget */
+        Py_ssize_t max_inflated;
+        if (limits_attr(d->limits, s_max_uncompressed_size, &max_inflated) < 0)
+            return NULL;
+        if (d->len - offset >= 6 && rd32(d->buf + offset + 2) <= (uint64_t)max_inflated &&
+            charge(d, rd32(d->buf + offset + 2), offset) < 0)
+            return NULL; /* a declared size over max_uncompressed_size: pure._inflate says so */
         PyObject *off = PyLong_FromSsize_t(offset);
         if (off == NULL)
             return NULL;
-        PyObject *lim = d.limits;
-        PyObject *pair = PyObject_CallFunctionObjArgs(py_inflate, data, off, lim, NULL);
+        PyObject *pair = PyObject_CallFunctionObjArgs(py_inflate, data, off, d->limits, NULL);
         Py_DECREF(off);
         if (pair == NULL)
             return NULL;
         PyObject *inner = PyTuple_GET_ITEM(pair, 0);
         Py_ssize_t after = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 1));
-        d.buf = (const unsigned char *)PyBytes_AS_STRING(inner);
-        d.len = PyBytes_GET_SIZE(inner);
+        d->buf = (const unsigned char *)PyBytes_AS_STRING(inner);
+        d->len = PyBytes_GET_SIZE(inner);
         Py_ssize_t p = 0;
-        PyObject *term = dec_term(&d, &p, 0);
-        if (term != NULL && p != d.len) {
+        PyObject *term = dec_term(d, &p, 0);
+        if (term != NULL && p != d->len) {
             Py_DECREF(term);
-            term = fail(offset, "compressed term has %zd trailing bytes", d.len - p);
+            term = fail(offset, "compressed term has %zd trailing bytes", d->len - p);
         }
         Py_DECREF(pair);
+        d->buf = (const unsigned char *)view->buf;
+        d->len = view->len;
         if (term != NULL)
             *end = after;
         return term;
     }
     Py_ssize_t p = offset + 1;
-    PyObject *term = dec_term(&d, &p, 0);
+    PyObject *term = dec_term(d, &p, 0);
     if (term != NULL)
         *end = p;
     return term;
@@ -953,20 +1074,39 @@ static PyObject *
 py_decode_from(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"data", "offset", "limits", NULL};
-    PyObject *data, *limits = NULL;
-    Py_ssize_t offset = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|n$O:decode_from", kwlist, &data, &offset, &limits))
+    PyObject *data, *offset_obj = NULL, *limits = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$O:decode_from", kwlist, &data, &offset_obj, &limits))
         return NULL;
     Py_buffer view;
     if (get_buffer(data, &view) < 0)
         return NULL;
+    Py_ssize_t offset = 0;
+    if (offset_obj != NULL) {
+        PyObject *index = PyNumber_Index(offset_obj);
+        if (index == NULL) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(index, &overflow);
+        if (overflow || x < 0 || x > view.len) {
+            PyErr_Format(ETFError, "offset %S outside the input of %zd bytes", index, view.len);
+            Py_DECREF(index);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(index);
+        offset = (Py_ssize_t)x;
+    }
     Py_ssize_t end = 0;
-    PyObject *term = decode_at(&view, data, offset, limits, &end);
+    Dec d;
+    PyObject *term = NULL;
+    if (limits_init(&d, limits, view.len - offset) == 0)
+        term = decode_at(&d, &view, data, offset, &end);
     PyBuffer_Release(&view);
     if (term == NULL)
         return NULL;
-    PyObject *r = Py_BuildValue("(Nn)", term, end);
-    return r;
+    return Py_BuildValue("(Nn)", term, end);
 }
 
 static PyObject *
@@ -980,7 +1120,10 @@ py_decode(PyObject *self, PyObject *args, PyObject *kwargs)
     if (get_buffer(data, &view) < 0)
         return NULL;
     Py_ssize_t end = 0;
-    PyObject *term = decode_at(&view, data, 0, limits, &end);
+    Dec d;
+    PyObject *term = NULL;
+    if (limits_init(&d, limits, view.len) == 0)
+        term = decode_at(&d, &view, data, 0, &end);
     if (term != NULL && end != view.len) {
         Py_DECREF(term);
         term = fail(end, "trailing bytes after the term");
@@ -1001,6 +1144,7 @@ py_decode_dist_frame(PyObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     PyObject *control = NULL, *message = NULL;
     const unsigned char *b = (const unsigned char *)view.buf;
+    Dec d; /* one budget for the frame's two terms */
     if (view.len == 0) {
         PyErr_SetString(ETFError, "distribution frame must start with 112, got nothing at offset 0");
         goto done;
@@ -1009,8 +1153,10 @@ py_decode_dist_frame(PyObject *self, PyObject *args, PyObject *kwargs)
         PyErr_Format(ETFError, "distribution frame must start with 112, got %d at offset 0", b[0]);
         goto done;
     }
+    if (limits_init(&d, limits, view.len) < 0)
+        goto done;
     Py_ssize_t p = 0;
-    control = decode_at(&view, data, 1, limits, &p);
+    control = decode_at(&d, &view, data, 1, &p);
     if (control == NULL)
         goto done;
     if (p == view.len) {
@@ -1018,7 +1164,7 @@ py_decode_dist_frame(PyObject *self, PyObject *args, PyObject *kwargs)
         message = NoMessage;
         goto done;
     }
-    message = decode_at(&view, data, p, limits, &p);
+    message = decode_at(&d, &view, data, p, &p);
     if (message != NULL && p != view.len) {
         Py_CLEAR(message);
         fail(p, "trailing bytes after the message in a distribution frame");
@@ -1241,28 +1387,27 @@ u32_field(PyObject *v, const char *what, uint32_t *out)
 }
 
 static int enc_term(Out *o, PyObject *t, int depth);
+static int enc_fallback(Out *o, PyObject *t, int depth);
 
 static int
 enc_items(Out *o, PyObject *seq, Py_ssize_t n, int depth)
 {
-    /* items of a list or tuple; a list may only shrink if encoding runs Python code */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item;
-        if (PyList_Check(seq)) {
-            if (i >= PyList_GET_SIZE(seq))
-                return enc_fail("list changed size while being encoded", NULL);
-            item = PyList_GET_ITEM(seq, i);
-        }
-        else {
-            item = PyTuple_GET_ITEM(seq, i);
-        }
-        Py_INCREF(item);
-        int r = enc_term(o, item, depth);
-        Py_DECREF(item);
-        if (r < 0)
-            return -1;
+    /* Items of a tuple, or of a snapshot of a list (encoding a subclass runs Python code,
+       which may change the list: the count already written must match what follows). */
+    if (PyTuple_Check(seq)) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (enc_term(o, PyTuple_GET_ITEM(seq, i), depth) < 0)
+                return -1;
+        return 0;
     }
-    return 0;
+    PyObject *snapshot = PyList_GetSlice(seq, 0, n);
+    if (snapshot == NULL)
+        return -1;
+    int r = 0;
+    for (Py_ssize_t i = 0; i < n && r == 0; i++)
+        r = enc_term(o, PyList_GET_ITEM(snapshot, i), depth);
+    Py_DECREF(snapshot);
+    return r;
 }
 
 static int
@@ -1313,26 +1458,68 @@ enc_list(Out *o, PyObject *l, int depth)
 static int
 enc_dict(Out *o, PyObject *m, int depth)
 {
+    /* a snapshot of the pairs, for the same reason as enc_items */
     Py_ssize_t n = PyDict_GET_SIZE(m);
-    ENSURE(o, 5);
-    put8(o, MAP);
-    put32(o, (uint32_t)n);
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(m, &pos, &k, &v)) {
-        Py_INCREF(k);
-        Py_INCREF(v);
-        PyObject *key = Py_TYPE(k) == (PyTypeObject *)FrozenTermType ? SLOT(k, frozen_s.term) : k;
-        int r = enc_term(o, key, depth + 1);
-        if (r == 0)
-            r = enc_term(o, v, depth + 1);
-        Py_DECREF(k);
-        Py_DECREF(v);
-        if (r < 0)
-            return -1;
+    PyObject **pairs = PyMem_Malloc(sizeof(PyObject *) * 2 * (size_t)(n ? n : 1));
+    if (pairs == NULL) {
+        PyErr_NoMemory();
+        return -1;
     }
-    if (PyDict_GET_SIZE(m) != n)
-        return enc_fail("dict changed size while being encoded", NULL);
+    Py_ssize_t pos = 0, k = 0;
+    PyObject *key, *value;
+    while (k < n && PyDict_Next(m, &pos, &key, &value)) {
+        Py_INCREF(key);
+        Py_INCREF(value);
+        pairs[2 * k] = key;
+        pairs[2 * k + 1] = value;
+        k++;
+    }
+    int r = grow(o, 5);
+    if (r == 0) {
+        put8(o, MAP);
+        put32(o, (uint32_t)k);
+    }
+    for (Py_ssize_t i = 0; i < k && r == 0; i++) {
+        PyObject *kk = pairs[2 * i];
+        if (Py_TYPE(kk) == (PyTypeObject *)FrozenTermType) {
+            if (SLOT(kk, frozen_s.term) == NULL) { /* never initialised: the pure encoder says so */
+                r = enc_term(o, kk, depth + 1);
+                if (r == 0)
+                    r = enc_term(o, pairs[2 * i + 1], depth + 1);
+                continue;
+            }
+            kk = SLOT(kk, frozen_s.term);
+        }
+        r = enc_term(o, kk, depth + 1);
+        if (r == 0)
+            r = enc_term(o, pairs[2 * i + 1], depth + 1);
+    }
+    for (Py_ssize_t i = 0; i < 2 * k; i++)
+        Py_DECREF(pairs[i]);
+    PyMem_Free(pairs);
+    return r;
+}
+
+/* The pure encoder for one subterm: for everything the fast path does not own (subclasses,
+   unknown types, term objects whose fields are missing or odd), so results and errors are the
+   reference's own. */
+static int
+enc_fallback(Out *o, PyObject *t, int depth)
+{
+    PyObject *d = PyLong_FromLong(depth);
+    if (d == NULL)
+        return -1;
+    PyObject *frag = PyObject_CallFunctionObjArgs(py_fragment, t, d, NULL);
+    Py_DECREF(d);
+    if (frag == NULL)
+        return -1;
+    Py_ssize_t n = PyBytes_GET_SIZE(frag);
+    if (grow(o, n) < 0) {
+        Py_DECREF(frag);
+        return -1;
+    }
+    putmem(o, PyBytes_AS_STRING(frag), n);
+    Py_DECREF(frag);
     return 0;
 }
 
@@ -1397,6 +1584,8 @@ enc_term(Out *o, PyObject *t, int depth)
     }
     if (tp == (PyTypeObject *)PidType) {
         uint32_t id, serial, creation;
+        if (!SLOT(t, pid_s.node) || !SLOT(t, pid_s.id) || !SLOT(t, pid_s.serial) || !SLOT(t, pid_s.creation))
+            return enc_fallback(o, t, depth);
         ENSURE(o, 1);
         put8(o, NEW_PID);
         if (enc_atom(o, SLOT(t, pid_s.node)) < 0 || u32_field(SLOT(t, pid_s.id), "Pid id", &id) < 0 ||
@@ -1411,6 +1600,8 @@ enc_term(Out *o, PyObject *t, int depth)
     }
     if (tp == (PyTypeObject *)ReferenceType) {
         PyObject *ids = SLOT(t, ref_s.ids);
+        if (!ids || !SLOT(t, ref_s.node) || !SLOT(t, ref_s.creation))
+            return enc_fallback(o, t, depth);
         if (!PyTuple_Check(ids) || PyTuple_GET_SIZE(ids) < 1 || PyTuple_GET_SIZE(ids) > 5)
             return enc_fail("Reference ids must be a tuple of 1..5 words, got %U", ids);
         Py_ssize_t n = PyTuple_GET_SIZE(ids);
@@ -1432,6 +1623,8 @@ enc_term(Out *o, PyObject *t, int depth)
     }
     if (tp == (PyTypeObject *)PortType) {
         PyObject *id = SLOT(t, port_s.id);
+        if (!id || !SLOT(t, port_s.node) || !SLOT(t, port_s.creation) || !SLOT(t, port_s.v4))
+            return enc_fallback(o, t, depth);
         unsigned long long x = 0;
         int ok = id != NULL && PyLong_CheckExact(id) && _PyLong_Sign(id) >= 0;
         if (ok) {
@@ -1464,8 +1657,8 @@ enc_term(Out *o, PyObject *t, int depth)
     }
     if (tp == (PyTypeObject *)ImproperListType) {
         PyObject *items = SLOT(t, improper_s.items), *tail = SLOT(t, improper_s.tail);
-        if (!PyList_Check(items))
-            return enc_fail("ImproperList items must be a list", NULL);
+        if (!items || !tail || !PyList_CheckExact(items))
+            return enc_fallback(o, t, depth);
         Py_ssize_t n = PyList_GET_SIZE(items);
         ENSURE(o, 5);
         put8(o, LIST);
@@ -1481,18 +1674,22 @@ enc_term(Out *o, PyObject *t, int depth)
     }
     if (tp == (PyTypeObject *)BitStringType) {
         PyObject *data = SLOT(t, bit_s.data), *bits = SLOT(t, bit_s.bits);
-        if (!PyBytes_Check(data) || !PyLong_Check(bits))
-            return enc_fail("malformed BitString", NULL);
+        int overflow = 0;
+        long b = bits && PyLong_CheckExact(bits) ? PyLong_AsLongAndOverflow(bits, &overflow) : 0;
+        if (!data || !PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) == 0 || overflow || b < 1 || b > 8)
+            return enc_fallback(o, t, depth);
         Py_ssize_t n = PyBytes_GET_SIZE(data);
         ENSURE(o, n + 6);
         put8(o, BIT_BINARY);
         put32(o, (uint32_t)n);
-        put8(o, (unsigned)PyLong_AsLong(bits));
+        put8(o, (unsigned)b);
         putmem(o, PyBytes_AS_STRING(data), n);
         return 0;
     }
     if (tp == (PyTypeObject *)ExportFunType) {
         PyObject *arity = SLOT(t, export_s.arity);
+        if (!arity || !SLOT(t, export_s.module) || !SLOT(t, export_s.function))
+            return enc_fallback(o, t, depth);
         int overflow = 0;
         long a = arity && PyLong_CheckExact(arity) ? PyLong_AsLongAndOverflow(arity, &overflow) : -1;
         if (overflow || a < 0 || a > 255)
@@ -1508,33 +1705,21 @@ enc_term(Out *o, PyObject *t, int depth)
     }
     if (tp == (PyTypeObject *)FunType) {
         PyObject *raw = SLOT(t, fun_s.raw);
-        if (!PyBytes_Check(raw))
-            return enc_fail("Fun raw must be bytes", NULL);
+        if (!raw || !PyBytes_CheckExact(raw))
+            return enc_fallback(o, t, depth);
         ENSURE(o, PyBytes_GET_SIZE(raw));
         putmem(o, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw));
         return 0;
     }
-    if (tp == (PyTypeObject *)FrozenTermType)
-        return enc_term(o, SLOT(t, frozen_s.term), depth);
+    if (tp == (PyTypeObject *)FrozenTermType) {
+        if (SLOT(t, frozen_s.term) == NULL)
+            return enc_fallback(o, t, depth);
+        return enc_term(o, SLOT(t, frozen_s.term), depth + 1); /* + 1: it may hold itself */
+    }
     if (tp == &PyByteArray_Type)
         return enc_binary(o, PyByteArray_AS_STRING(t), PyByteArray_GET_SIZE(t));
-    /* anything else (subclasses, dict-likes, unknown types): the pure encoder, for identical
-       results and errors */
-    PyObject *d = PyLong_FromLong(depth);
-    if (d == NULL)
-        return -1;
-    PyObject *frag = PyObject_CallFunctionObjArgs(py_fragment, t, d, NULL);
-    Py_DECREF(d);
-    if (frag == NULL)
-        return -1;
-    Py_ssize_t n = PyBytes_GET_SIZE(frag);
-    if (grow(o, n) < 0) {
-        Py_DECREF(frag);
-        return -1;
-    }
-    putmem(o, PyBytes_AS_STRING(frag), n);
-    Py_DECREF(frag);
-    return 0;
+    /* anything else (subclasses, dict-likes, unknown types) */
+    return enc_fallback(o, t, depth);
 }
 
 static PyObject *
@@ -1607,7 +1792,7 @@ PyInit__cetf(void)
               load(types, "BitString", &BitStringType) || load(types, "ImproperList", &ImproperListType) ||
               load(types, "FrozenTerm", &FrozenTermType) || load(types, "ETFError", &ETFError) ||
               load(types, "DEFAULT_LIMITS", &DefaultLimits) || load(types, "NO_MESSAGE", &NoMessage) ||
-              load(pure, "_distinct_key", &py_distinct_key) || load(pure, "_inflate", &py_inflate) ||
+              load(pure, "_build_map_with_aliases", &py_build_map_with_aliases) || load(pure, "_inflate", &py_inflate) ||
               load(pure, "_finish", &py_finish) || load(pure, "_encode_fragment", &py_fragment);
     Py_DECREF(types);
     Py_DECREF(pure);
@@ -1638,8 +1823,10 @@ PyInit__cetf(void)
     s_max_uncompressed_size = PyUnicode_InternFromString("max_uncompressed_size");
     s_max_atom_chars = PyUnicode_InternFromString("max_atom_chars");
     s_max_huge_int_keys = PyUnicode_InternFromString("max_huge_int_keys");
+    s_max_expansion = PyUnicode_InternFromString("max_expansion");
+    s_expansion_allowance = PyUnicode_InternFromString("expansion_allowance");
     if (!s_max_depth || !s_max_elements || !s_max_uncompressed_size || !s_max_atom_chars ||
-        !s_max_huge_int_keys)
+        !s_max_huge_int_keys || !s_max_expansion || !s_expansion_allowance)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -7,6 +7,7 @@ properties. See the package docstring for the mapping between Erlang terms and P
 from __future__ import annotations
 
 import math
+import operator
 import struct
 import sys
 import zlib
@@ -56,17 +57,37 @@ _SPECIAL_ATOMS: dict[str, Any] = {"true": True, "false": False, "nil": None}
 
 
 class _State:
-    """Per-call decoding state: the input, its limits and the element budget left."""
+    """Per-call decoding state: the input, its limits and the budgets left (elements, and bytes
+    of Python objects), which one distribution frame shares between its two terms."""
 
-    __slots__ = ("data", "end", "limits", "elements_left", "huge_ints", "huge_int_keys")
+    __slots__ = (
+        "data", "end", "limits", "elements_left", "cost_left", "huge_ints", "huge_int_keys"
+    )  # fmt: skip
 
-    def __init__(self, data: Any, limits: DecodeLimits) -> None:
+    def __init__(self, data: Any, limits: DecodeLimits, input_size: int) -> None:
         self.data = data
         self.end = len(data)
         self.limits = limits
         self.elements_left = limits.max_elements
+        self.cost_left = limits.max_expansion * input_size + limits.expansion_allowance
         self.huge_ints = 0  # integers Python hashes modulo 2**61 - 1 (see _d_map)
         self.huge_int_keys = 0
+
+
+# What decoded values cost in bytes of Python objects (CPython 3.11+ on 64 bits), charged before
+# they are built. _cetf charges exactly the same amounts at the same points. Shared objects
+# (small ints, atoms, (), b"" and one-byte binaries, True/False/None) cost only the slot that
+# holds them, which their container pays.
+COST_LIST = 56  # + 8 per item
+COST_TUPLE = 40  # + 8 per item; () is shared
+COST_MAP = 64  # + COST_MAP_PAIR per pair
+COST_MAP_PAIR = 48
+COST_SLOT = 8
+COST_INT = 32  # an int outside -5..256; a bignum of n bytes: 28 + 4 * ceil(8n / 30)
+COST_FLOAT = 24
+COST_BYTES = 33  # + length, for binaries of 2 bytes or more
+COST_OBJECT = 64  # Pid, Port, Reference (+ its words), ExportFun, BitString, ImproperList
+COST_FUN = 160  # + its encoding, which it keeps
 
 
 def _fail(msg: str, pos: int) -> ETFError:
@@ -82,6 +103,16 @@ def _spend(st: _State, n: int, pos: int) -> None:
     st.elements_left -= n
     if st.elements_left < 0:
         raise _fail(f"term has more than max_elements={st.limits.max_elements} elements", pos)
+
+
+def _charge(st: _State, cost: int, pos: int) -> None:
+    st.cost_left -= cost
+    if st.cost_left < 0:
+        raise _fail(
+            f"decoded term would take more memory than max_expansion={st.limits.max_expansion}"
+            " times its input plus expansion_allowance",
+            pos,
+        )
 
 
 def _atom_text(st: _State, pos: int, n: int, utf8: bool) -> str:
@@ -143,6 +174,7 @@ def _read_pid(st: _State, pos: int) -> tuple[Pid, int]:
         raise _fail("expected a NEW_PID_EXT", pos)
     node, p = _read_atom(st, pos + 1, False)
     _need(st, p, 12, "pid")
+    _charge(st, COST_OBJECT + 3 * COST_INT, pos)
     return Pid(node, *_u32x3(data, p)), p + 12
 
 
@@ -166,7 +198,10 @@ def _d_small_int(st: _State, pos: int, depth: int) -> tuple[Any, int]:
 
 def _d_int(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     _need(st, pos + 1, 4, "INTEGER_EXT")
-    return _i32(st.data, pos + 1)[0], pos + 5
+    value = _i32(st.data, pos + 1)[0]
+    if not -5 <= value <= 256:
+        _charge(st, COST_INT, pos)
+    return value, pos + 5
 
 
 def _big(st: _State, start: int, n: int, pos: int) -> tuple[Any, int]:
@@ -174,6 +209,7 @@ def _big(st: _State, start: int, n: int, pos: int) -> tuple[Any, int]:
     sign = st.data[start]
     if sign > 1:
         raise _fail(f"bignum sign byte must be 0 or 1, got {sign}", pos)
+    _charge(st, 28 + 4 * ((8 * n + 29) // 30), pos)
     value = int.from_bytes(st.data[start + 1 : start + 1 + n], "little")
     if n >= 8 and value >= _HASH_MODULUS:
         st.huge_ints += 1
@@ -202,11 +238,13 @@ def _check_float(value: float, pos: int) -> float:
 
 def _d_new_float(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     _need(st, pos + 1, 8, "NEW_FLOAT_EXT")
+    _charge(st, COST_FLOAT, pos)
     return _check_float(_f64(st.data, pos + 1)[0], pos), pos + 9
 
 
 def _d_old_float(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     _need(st, pos + 1, 31, "FLOAT_EXT")
+    _charge(st, COST_FLOAT, pos)
     text = bytes(st.data[pos + 1 : pos + 32]).rstrip(b"\x00")
     try:
         value = float(text.decode("ascii"))
@@ -225,6 +263,8 @@ def _tuple_items(st: _State, pos: int, n: int, depth: int) -> tuple[Any, int]:
     if depth >= st.limits.max_depth:
         raise _fail(f"nesting deeper than max_depth={st.limits.max_depth}", pos)
     _spend(st, n, pos)
+    if n:
+        _charge(st, COST_TUPLE + COST_SLOT * n, pos)
     items = []
     append = items.append
     depth += 1
@@ -248,6 +288,7 @@ def _d_large_tuple(st: _State, pos: int, depth: int) -> tuple[Any, int]:
 
 
 def _d_nil(st: _State, pos: int, depth: int) -> tuple[Any, int]:
+    _charge(st, COST_LIST, pos)
     return [], pos + 1
 
 
@@ -256,6 +297,7 @@ def _d_string(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     n = _u16(st.data, pos + 1)[0]
     _need(st, pos + 3, n, "STRING_EXT")
     _spend(st, n, pos)
+    _charge(st, COST_LIST + COST_SLOT * n, pos)
     return list(st.data[pos + 3 : pos + 3 + n]), pos + 3 + n
 
 
@@ -268,24 +310,35 @@ def _d_list(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     if depth >= st.limits.max_depth:
         raise _fail(f"nesting deeper than max_depth={st.limits.max_depth}", pos)
     _spend(st, n, pos)
+    _charge(st, COST_LIST + COST_SLOT * n, pos)
     items: list[Any] = []
     append = items.append
     depth += 1
     data, end, decoders = st.data, st.end, _DECODERS
-    for _ in range(n):
-        fn = decoders[data[p]] if p < end else None  # _term inlined
-        value, p = fn(st, p, depth) if fn is not None else _term(st, p, depth)
-        append(value)
-    if p < st.end and st.data[p] == T.NIL:
+    while True:
+        for _ in range(n):
+            fn = decoders[data[p]] if p < end else None  # _term inlined
+            value, p = fn(st, p, depth) if fn is not None else _term(st, p, depth)
+            append(value)
+        if p >= end or data[p] != T.LIST:
+            break
+        # [a | [b | ...]]: never sent by OTP, but one list, read in one pass (linear time)
+        _need(st, p + 1, 4, "LIST_EXT")
+        n = _u32(data, p + 1)[0]
+        if n + 1 > end - p - 5:
+            raise _fail(f"list of {n} elements cannot fit in {end - p - 5} bytes", p)
+        _spend(st, n, p)
+        _charge(st, COST_SLOT * n, p)
+        p += 5
+    if p < end and data[p] == T.NIL:
         return items, p + 1
     tail, p = _term(st, p, depth)
-    if type(tail) is list:  # [a | [b]] is [a, b]: never sent by OTP, but keep it one list
+    if type(tail) is list:  # a STRING_EXT tail
         items.extend(tail)
         return items, p
-    if type(tail) is ImproperList:
-        return ImproperList(items + tail.items, tail.tail), p
     if not items:  # LIST_EXT of length 0 with a tail is just the tail
         return tail, p
+    _charge(st, COST_OBJECT, pos)
     return ImproperList(items, tail), p
 
 
@@ -293,6 +346,8 @@ def _d_binary(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     _need(st, pos + 1, 4, "BINARY_EXT")
     n = _u32(st.data, pos + 1)[0]
     _need(st, pos + 5, n, "BINARY_EXT")
+    if n > 1:
+        _charge(st, COST_BYTES + n, pos)
     return bytes(st.data[pos + 5 : pos + 5 + n]), pos + 5 + n
 
 
@@ -303,11 +358,12 @@ def _d_bit_binary(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     _need(st, pos + 6, n, "BIT_BINARY_EXT")
     if n == 0 or not 1 <= bits <= 8:
         raise _fail(f"BIT_BINARY_EXT with {n} bytes and {bits} bits in the last", pos)
+    _charge(st, COST_OBJECT + (COST_BYTES + n if n > 1 else 0), pos)
     return BitString(bytes(st.data[pos + 6 : pos + 6 + n]), bits), pos + 6 + n
 
 
 def _d_map(st: _State, pos: int, depth: int) -> tuple[Any, int]:
-    """MAP_EXT decoding that handles keys equal under Python's == but distinct in Erlang."""
+    """MAP_EXT: keys and values are read first, then the map is built (see _build_map)."""
     _need(st, pos + 1, 4, "MAP_EXT")
     n = _u32(st.data, pos + 1)[0]
     p = pos + 5
@@ -316,8 +372,9 @@ def _d_map(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     if depth >= st.limits.max_depth:
         raise _fail(f"nesting deeper than max_depth={st.limits.max_depth}", pos)
     _spend(st, 2 * n, pos)
-    result: dict[Any, Any] = {}
-    canon: dict[Any, Any] | None = None  # key -> the key object stored, from the first collision
+    _charge(st, COST_MAP + COST_MAP_PAIR * n, pos)
+    keys: list[Any] = []
+    values: list[Any] = []
     depth += 1
     data, end, decoders = st.data, st.end, _DECODERS
     for _ in range(n):
@@ -329,19 +386,9 @@ def _d_map(st: _State, pos: int, depth: int) -> tuple[Any, int]:
             _count_huge_int_key(st, key_pos)
         fn = decoders[data[p]] if p < end else None
         value, p = fn(st, p, depth) if fn is not None else _term(st, p, depth)
-        try:
-            present = key in result
-        except TypeError:  # unhashable key (a list, a map, ...)
-            key = FrozenTerm(key)
-            present = key in result
-        if present:
-            if canon is None:
-                canon = {k: k for k in result}
-            key = _distinct_key(result, canon, key, key_pos)
-        if canon is not None:
-            canon[key] = key
-        result[key] = value
-    return result, p
+        keys.append(key)
+        values.append(value)
+    return _build_map(keys, values, pos), p
 
 
 def _count_huge_int_key(st: _State, pos: int) -> None:
@@ -356,17 +403,90 @@ def _count_huge_int_key(st: _State, pos: int) -> None:
         )
 
 
-def _distinct_key(result: dict[Any, Any], canon: dict[Any, Any], key: Any, pos: int) -> Any:
-    """`key` equals a key already in the map under Python's == (1, 1.0 and true): wrap it in a
-    FrozenTerm, which compares Erlang-style, unless it is the very same term (a duplicate).
-    `canon` maps each key of `result` to itself, to find the stored key in O(1). Shared with
-    _cetf."""
-    if same_term(canon[key], key):
-        raise _fail("map has a duplicate key", pos)
-    wrapped = key if type(key) is FrozenTerm else FrozenTerm(key)
-    if wrapped in result:
-        raise _fail("map has a duplicate key", pos)
-    return wrapped
+def _build_map(keys: list[Any], values: list[Any], pos: int) -> dict[Any, Any]:
+    """The dict of a map's pairs, in wire order, once its keys are known not to collide in
+    Python's hash (see _check_probe_work); keys Python cannot hash become FrozenTerms."""
+    hashes = []
+    for i, key in enumerate(keys):
+        try:
+            hashes.append(hash(key))
+        except TypeError:  # a list, a map, ...
+            keys[i] = key = FrozenTerm(key)
+            hashes.append(hash(key))
+    _check_probe_work(hashes, pos)
+    result: dict[Any, Any] = {}
+    for key, value in zip(keys, values, strict=True):
+        if key in result:  # equal under Python's == (1, 1.0, true) or a duplicate
+            return _build_map_with_aliases(keys, values, pos)
+        result[key] = value
+    return result
+
+
+def _build_map_with_aliases(keys: list[Any], values: list[Any], pos: int) -> dict[Any, Any]:
+    """Keys that Python's == merges but Erlang does not (1, 1.0 and true) are wrapped in
+    FrozenTerm, which compares Erlang-style; a key that is the same term twice is an error.
+    Shared with _cetf."""
+    first: dict[Any, Any] = {}  # key -> the first key of the map equal to it under ==
+    final = []
+    wrapped = False
+    for key in keys:
+        size = len(first)
+        seen = first.setdefault(key, key)
+        if len(first) == size:
+            if same_term(seen, key):
+                raise _fail("map has a duplicate key", pos)
+            key = key if type(key) is FrozenTerm else FrozenTerm(key)
+            wrapped = True
+        final.append(key)
+    if wrapped:  # the wrappers hash differently: check them too
+        _check_probe_work([hash(key) for key in final], pos)
+    result: dict[Any, Any] = {}
+    for key, value in zip(final, values, strict=True):
+        if key in result:
+            raise _fail("map has a duplicate key", pos)
+        result[key] = value
+    return result
+
+
+# Python's dict probes slot i = hash & mask, then i = 5 * i + 1 + (perturb >>= 5); keys whose
+# hashes are equal, or crafted to meet on one probe sequence (tuple and int hashes can be
+# inverted), make building the dict quadratic. _check_probe_work replays those probes for every
+# table size the dict passes through and refuses the map when they exceed the budget below
+# (random keys take about 1.5 probes each, structured ones such as multiples of 2**40 about 10).
+PROBE_CHECK_MIN_KEYS = 128  # smaller maps cost at most this many probes per key anyway
+PROBE_BUDGET_PER_KEY = 32
+PROBE_BUDGET_BASE = 4096
+_SIZE_T = (1 << 64) - 1
+
+
+def _check_probe_work(hashes: list[int], pos: int) -> None:
+    """Raise if inserting keys with these hashes into a dict would take more than the budget of
+    probes at any table size from 8 up to 8 times the key count. Shared with _cetf's fallback
+    paths; _cetf replays the same probes in C."""
+    n = len(hashes)
+    if n < PROBE_CHECK_MIN_KEYS:
+        return
+    size = 8
+    while True:
+        m = min(n, 2 * size // 3)
+        budget = PROBE_BUDGET_PER_KEY * m + PROBE_BUDGET_BASE
+        mask = size - 1
+        table = bytearray(size)
+        work = 0
+        for h in hashes[:m]:
+            h &= _SIZE_T
+            i = h & mask
+            perturb = h
+            while table[i]:
+                work += 1
+                perturb >>= 5
+                i = (i * 5 + perturb + 1) & mask
+            table[i] = 1
+            if work > budget:
+                raise _fail(f"map of {n} pairs whose keys collide in Python's hash", pos)
+        if size >= 8 * n:
+            return
+        size *= 2
 
 
 def _d_pid(st: _State, pos: int, depth: int) -> tuple[Any, int]:
@@ -376,12 +496,14 @@ def _d_pid(st: _State, pos: int, depth: int) -> tuple[Any, int]:
 def _d_new_port(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     node, p = _read_atom(st, pos + 1, False)
     _need(st, p, 8, "NEW_PORT_EXT")
+    _charge(st, COST_OBJECT + 2 * COST_INT, pos)
     return Port(node, _u32(st.data, p)[0], _u32(st.data, p + 4)[0]), p + 8
 
 
 def _d_v4_port(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     node, p = _read_atom(st, pos + 1, False)
     _need(st, p, 12, "V4_PORT_EXT")
+    _charge(st, COST_OBJECT + 2 * COST_INT, pos)
     return Port(node, _u64(st.data, p)[0], _u32(st.data, p + 8)[0], True), p + 12
 
 
@@ -392,6 +514,7 @@ def _d_reference(st: _State, pos: int, depth: int) -> tuple[Any, int]:
         raise _fail(f"reference with {n} words (1..5 allowed)", pos)
     node, p = _read_atom(st, pos + 3, False)
     _need(st, p, 4 + 4 * n, "NEWER_REFERENCE_EXT")
+    _charge(st, COST_OBJECT + COST_TUPLE + (COST_SLOT + COST_INT) * n + COST_INT, pos)
     creation = _u32(st.data, p)[0]
     ids = struct.unpack_from(f">{n}I", st.data, p + 4)
     return Reference(node, creation, ids), p + 4 + 4 * n
@@ -402,6 +525,7 @@ def _d_export(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     function, p = _read_atom(st, p, False)
     if p + 2 > st.end or st.data[p] != T.SMALL_INTEGER:
         raise _fail("EXPORT_EXT arity must be a SMALL_INTEGER_EXT", p)
+    _charge(st, COST_OBJECT, pos)
     return ExportFun(module, function, st.data[p + 1]), p + 2
 
 
@@ -422,6 +546,7 @@ def _d_new_fun(st: _State, pos: int, depth: int) -> tuple[Any, int]:
     if num_free > end - p:
         raise _fail(f"NEW_FUN_EXT with {num_free} free variables cannot fit", pos)
     _spend(st, num_free, pos)
+    _charge(st, COST_FUN + COST_BYTES + size + COST_TUPLE + COST_SLOT * num_free, pos)
     module, p = _read_atom(st, p, False)
     old_index, p = _read_small_uint(st, p, depth + 1, "NEW_FUN_EXT OldIndex")
     old_uniq, p = _read_small_uint(st, p, depth + 1, "NEW_FUN_EXT OldUniq")
@@ -495,18 +620,23 @@ def decode_from(
 ) -> tuple[Any, int]:
     """Decode one 131-prefixed term starting at `offset`; return (term, offset just after it)."""
     buf = _as_buffer(data)
+    offset = operator.index(offset)
     if offset < 0 or offset > len(buf):
         raise ETFError(f"offset {offset} outside the input of {len(buf)} bytes")
-    if offset >= len(buf):
+    return _decode_at(_State(buf, limits, len(buf) - offset), offset)
+
+
+def _decode_at(st: _State, offset: int) -> tuple[Any, int]:
+    buf = st.data
+    if offset >= st.end:
         raise _fail("truncated: expected the version byte 131", offset)
     if buf[offset] != T.VERSION:
         raise _fail(f"expected version byte 131, got {buf[offset]}", offset)
-    if limits.max_depth > _stack_ready_for:
-        _ensure_stack(limits)
-    if offset + 1 < len(buf) and buf[offset + 1] == T.COMPRESSED:
-        return _decode_compressed(buf, offset, limits)
-    st = _State(buf, limits)
+    if st.limits.max_depth > _stack_ready_for:
+        _ensure_stack(st.limits)
     try:
+        if offset + 1 < st.end and buf[offset + 1] == T.COMPRESSED:
+            return _decode_compressed(st, offset)
         return _term(st, offset + 1, 0)
     except RecursionError:  # only if the caller's own stack was already nearly full
         raise ETFError("term nested too deeply for the Python stack") from None
@@ -534,13 +664,18 @@ def _inflate(buf: Any, offset: int, limits: DecodeLimits) -> tuple[bytes, int]:
     return inner, len(buf) - len(inflater.unused_data)
 
 
-def _decode_compressed(buf: Any, offset: int, limits: DecodeLimits) -> tuple[Any, int]:
-    inner, end = _inflate(buf, offset, limits)
-    st = _State(inner, limits)
+def _decode_compressed(st: _State, offset: int) -> tuple[Any, int]:
+    buf = st.data
+    if st.end - offset >= 6:  # the inflated bytes count against the memory budget
+        size = _u32(buf, offset + 2)[0]
+        if size <= st.limits.max_uncompressed_size:  # else _inflate says why
+            _charge(st, size, offset)
+    inner, end = _inflate(buf, offset, st.limits)
+    st.data, st.end = inner, len(inner)
     try:
         term, p = _term(st, 0, 0)
-    except RecursionError:
-        raise ETFError("term nested too deeply for the Python stack") from None
+    finally:
+        st.data, st.end = buf, len(buf)
     if p != len(inner):
         raise _fail(f"compressed term has {len(inner) - p} trailing bytes", offset)
     return term, end
@@ -563,10 +698,11 @@ def decode_dist_frame(
     if not buf or buf[0] != T.PASS_THROUGH:
         got = buf[0] if buf else "nothing"
         raise ETFError(f"distribution frame must start with 112, got {got} at offset 0")
-    control, p = decode_from(buf, 1, limits=limits)
+    st = _State(buf, limits, len(buf))  # one budget for the frame's two terms
+    control, p = _decode_at(st, 1)
     if p == len(buf):
         return control, NO_MESSAGE
-    message, p = decode_from(buf, p, limits=limits)
+    message, p = _decode_at(st, p)
     if p != len(buf):
         raise _fail("trailing bytes after the message in a distribution frame", p)
     return control, message
@@ -681,6 +817,7 @@ def _is_byte_list(term: list[Any]) -> bool:
 
 
 def _e_list(out: bytearray, term: list[Any], depth: int) -> None:
+    term = term[:]  # a snapshot: encoding a subclass may run code that changes the list
     n = len(term)
     if n == 0:
         out.append(T.NIL)
@@ -706,19 +843,22 @@ def _e_list(out: bytearray, term: list[Any], depth: int) -> None:
 
 
 def _e_improper(out: bytearray, term: ImproperList, depth: int) -> None:
+    items = list(term.items)  # a snapshot, as for lists
+    tail = term.tail
     out.append(T.LIST)
-    out += _pack_u32(len(term.items))
+    out += _pack_u32(len(items))
     depth += 1
-    for item in term.items:
+    for item in items:
         _encode_term(out, item, depth)
-    _encode_term(out, term.tail, depth)
+    _encode_term(out, tail, depth)
 
 
 def _e_dict(out: bytearray, term: dict[Any, Any], depth: int) -> None:
+    items = list(term.items())  # a snapshot: the count written must match what follows
     out.append(T.MAP)
-    out += _pack_u32(len(term))
+    out += _pack_u32(len(items))
     depth += 1
-    for key, value in term.items():
+    for key, value in items:
         _encode_term(out, key.term if type(key) is FrozenTerm else key, depth)
         _encode_term(out, value, depth)
 
@@ -774,18 +914,24 @@ def _e_export(out: bytearray, term: ExportFun, depth: int) -> None:
 
 
 def _e_fun(out: bytearray, term: Fun, depth: int) -> None:
-    out += term.raw
+    raw = term.raw
+    if type(raw) is not bytes:
+        raise ETFError("Fun raw must be bytes")
+    out += raw
 
 
 def _e_bitstring(out: bytearray, term: BitString, depth: int) -> None:
+    data, bits = term.data, term.bits
+    if type(data) is not bytes or not data or type(bits) is not int or not 1 <= bits <= 8:
+        raise ETFError("malformed BitString: data must be non-empty bytes and bits 1..8")
     out.append(T.BIT_BINARY)
-    out += _pack_u32(len(term.data))
-    out.append(term.bits)
-    out += term.data
+    out += _pack_u32(len(data))
+    out.append(bits)
+    out += data
 
 
 def _e_frozen(out: bytearray, term: FrozenTerm, depth: int) -> None:
-    _encode_term(out, term.term, depth)
+    _encode_term(out, term.term, depth + 1)  # + 1: a FrozenTerm may hold itself
 
 
 _ENCODERS: dict[type, Callable[[bytearray, Any, int], None]] = {
@@ -835,8 +981,16 @@ def _encode_term(out: bytearray, term: Any, depth: int) -> None:
 def _encode_fragment(term: Any, depth: int) -> bytes:
     """The encoding of one subterm (no version byte): _cetf's fallback for unusual types."""
     out = bytearray()
-    _encode_term(out, term, depth)
+    try:
+        _encode_term(out, term, depth)
+    except AttributeError as exc:
+        raise _malformed(exc) from None
     return bytes(out)
+
+
+def _malformed(exc: AttributeError) -> ETFError:
+    """A term type whose fields were never set (Pid.__new__(Pid), ...)."""
+    return ETFError(f"cannot encode a malformed term: {exc}")
 
 
 def encode(term: Any, *, compressed: bool | int = False) -> bytes:
@@ -854,6 +1008,8 @@ def encode(term: Any, *, compressed: bool | int = False) -> bytes:
         raise ETFError("term nested too deeply to encode") from None
     except UnicodeEncodeError as exc:  # a str holding a lone surrogate
         raise ETFError(f"cannot encode text as UTF-8: {exc}") from None
+    except AttributeError as exc:
+        raise _malformed(exc) from None
     return _finish(bytes(out), compressed)
 
 

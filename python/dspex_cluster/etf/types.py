@@ -244,6 +244,13 @@ class DecodeLimits:
         >= 2**61 - 1. Python hashes ints modulo 2**61 - 1, so a peer could send thousands of
         keys sharing one hash and make dict insertion quadratic; 4096 such keys cost at most
         about 0.2 s. Smaller integers, and all other keys, are unaffected.
+    max_expansion, expansion_allowance: the Python objects one input (a term, or a distribution
+        frame with its two terms) decodes to may take at most max_expansion (16) bytes per input
+        byte plus expansion_allowance (16 MiB), as estimated by a fixed cost per object charged
+        before it is built (pure.COST_*; the inflated bytes of a compressed term count too).
+        Atoms and other shared objects cost only the slot that holds them.
+    Maps are also refused, whatever the limits, when their keys collide in Python's hash so that
+        building the dict would take more than 32 probes per key (see pure._check_probe_work).
     max_depth may not exceed MAX_DEPTH_CEILING (2,000: about 0.7 MB of C stack).
     """
 
@@ -252,6 +259,8 @@ class DecodeLimits:
     max_uncompressed_size: int = 64 * 1024 * 1024
     max_atom_chars: int = 255
     max_huge_int_keys: int = 4096
+    max_expansion: int = 16
+    expansion_allowance: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in (
@@ -260,6 +269,8 @@ class DecodeLimits:
             "max_uncompressed_size",
             "max_atom_chars",
             "max_huge_int_keys",
+            "max_expansion",
+            "expansion_allowance",
         ):
             value = getattr(self, name)
             if type(value) is not int or value < 0:

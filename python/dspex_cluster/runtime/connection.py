@@ -13,7 +13,7 @@ import socket
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from dspex_cluster.dist.framing import TICK_FRAME, FrameReader
+from dspex_cluster.dist.framing import TICK_FRAME, FrameError, FrameReader, decode_frame_body
 from dspex_cluster.dist.handshake import (
     AcceptorHandshake,
     AliveAsked,
@@ -58,6 +58,7 @@ class DistConnection(asyncio.Protocol):
         self.received_since_tick = False
         self.missed_ticks = 0
         self._dispatching = False
+        self._offloaded: asyncio.Future[Any] | None = None  # a large frame being decoded
 
     def __repr__(self) -> str:
         side = "out" if self.initiator else "in"
@@ -165,7 +166,7 @@ class DistConnection(asyncio.Protocol):
         self.peer_flags = event.peer_flags
         self.peer_creation = event.peer_creation
         self.flags = event.flags
-        self.reader = FrameReader(self.node.max_frame)
+        self.reader = FrameReader(self.node.max_frame, self.node.decode_in_thread_above)
         self.handshake = None
         self.node._connection_up(self)
         if not self.established.done():
@@ -197,9 +198,23 @@ class DistConnection(asyncio.Protocol):
         reader = self.reader
         assert reader is not None
         self.received_since_tick = True
+        if self._offloaded is not None:  # behind a large frame: in order, after it
+            reader.append(data)
+            return
         frames, ticks = reader.feed(data)
         if ticks:
             self.send_frame(TICK_FRAME)
+        self._dispatch(frames)
+        if self.closed:
+            return
+        if reader.error is not None:
+            self.abort(reader.error)
+            return
+        large = reader.take_large()
+        if large is not None:
+            self._offload(large)
+
+    def _dispatch(self, frames: list[tuple[Any, Any]]) -> None:
         handlers = self.node._dispatcher.handlers
         self._dispatching = True
         try:
@@ -222,8 +237,34 @@ class DistConnection(asyncio.Protocol):
             self._dispatching = False
             if self._wbuf and self._flush_handle is None:
                 self._flush()
-        if reader.error is not None:
-            self.abort(reader.error)
+
+    def _offload(self, body: bytes) -> None:
+        """Decode a large frame in the node's decoder thread, so that the event loop (every
+        other connection and process) carries on meanwhile; reading from this connection
+        pauses until it is done, which keeps the order of its frames."""
+        assert self.transport is not None
+        self.transport.pause_reading()
+        future = self.node.loop.run_in_executor(self.node._decoder(), decode_frame_body, body)
+        self._offloaded = future
+        future.add_done_callback(self._offload_done)
+
+    def _offload_done(self, future: asyncio.Future[Any]) -> None:
+        self._offloaded = None
+        if self.closed or future.cancelled():
+            return
+        try:
+            frame = future.result()
+        except FrameError as err:
+            self.abort(str(err))
+            return
+        except Exception as err:  # MemoryError and the like: this connection, not the node
+            self.abort(f"cannot decode a large frame: {brief_exception(err)}")
+            return
+        self._dispatch([frame])
+        if self.closed or self.transport is None:
+            return
+        self.transport.resume_reading()
+        self._frames_received(b"")  # what arrived behind it
 
     def send_frame(self, frame: bytes) -> None:
         """The first frame of an event-loop iteration goes out at once (latency); later ones are

@@ -4,6 +4,7 @@ connections) and is the only place that changes them."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import itertools
 import logging
@@ -16,7 +17,7 @@ from typing import Any
 
 from dspex_cluster.dist import control as C
 from dspex_cluster.dist import flags as F
-from dspex_cluster.dist.framing import DEFAULT_MAX_FRAME, encode_frame
+from dspex_cluster.dist.framing import DEFAULT_MAX_FRAME, OFFLOAD_FRAME_BYTES, encode_frame
 from dspex_cluster.etf import NO_MESSAGE, Atom, ImproperList, Pid, Reference
 from dspex_cluster.runtime import epmd_client
 from dspex_cluster.runtime.atoms import ALIAS, GEN_CALL, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN
@@ -94,6 +95,8 @@ class Node:
         # inet_dist_listen_min = inet_dist_listen_max on a BEAM node
         self.listen_port = listen_port
         self.max_frame = max_frame
+        self.decode_in_thread_above = OFFLOAD_FRAME_BYTES  # frame bytes; see DistConnection
+        self._decode_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.setup_time = setup_time
         self.creation = 0
         self.port = 0
@@ -176,6 +179,9 @@ class Node:
         pending_tasks = [t for t in [self._ticker, *self._tasks] if t is not None]
         if pending_tasks:
             await asyncio.wait(pending_tasks, timeout=2)
+        if self._decode_pool is not None:
+            self._decode_pool.shutdown(wait=False, cancel_futures=True)
+            self._decode_pool = None
         await asyncio.sleep(0)
         log.info("node %s stopped", self.name)
 
@@ -771,6 +777,15 @@ class Node:
                     if conn.missed_ticks >= 4:
                         conn.abort(f"net_tick_timeout (nothing heard for {self.net_ticktime} s)")
                 conn.received_since_tick = False
+
+    def _decoder(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The thread large frames are decoded in (one for the node: the GIL lets one decode
+        run at a time anyway; the point is that the event loop runs beside it)."""
+        if self._decode_pool is None:
+            self._decode_pool = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"{self.alive}-decode"
+            )
+        return self._decode_pool
 
     def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """A task the node owns (stop() cancels it)."""
