@@ -54,6 +54,99 @@ defmodule DSPEx.Clustering.Discovery.GossipDiscoveryTest do
     end
   end
 
+  describe "hostile packets" do
+    setup do
+      key = Gossip.derive_key("cookie-h", "hostile")
+      %{key: key, state: %{key: key, max_skew_us: 30_000_000, last_seen_ts: %{}}}
+    end
+
+    test "a signed packet whose name cannot be a node name is malformed, not a crash", %{
+      key: key,
+      state: state
+    } do
+      ts = System.os_time(:microsecond)
+
+      for name <- [String.duplicate("a", 300) <> "@h", <<0xFF, 0xFE, ?@, ?h>>, "no-host", "a b@h"] do
+        assert {:error, :malformed} = Gossip.verify(signed(name, ts, key), state)
+      end
+    end
+
+    test "a flood of forged packets is counted, and logged as one summary line" do
+      port = Support.free_udp_port()
+      {:ok, state} = Gossip.init(mode: :unicast, port: port..port, peers: [], secret: "s")
+      socket = state.socket
+      forged = signed("x@h", System.os_time(:microsecond), Gossip.derive_key("other", "c"))
+      previous = Logger.level()
+      Logger.configure(level: :debug)
+
+      log =
+        try do
+          ExUnit.CaptureLog.capture_log([level: :debug], fn ->
+            final =
+              Enum.reduce(1..1000, state, fn _, acc ->
+                {:noreply, acc} =
+                  Gossip.handle_info({:udp, socket, {127, 0, 0, 1}, 1, forged}, acc)
+
+                acc
+              end)
+
+            send(self(), {:final, final})
+          end)
+        after
+          Logger.configure(level: previous)
+        end
+
+      assert_received {:final, final}
+      assert final.dropped.bad_mac == 1000
+      assert log |> String.split("gossip: dropped") |> length() == 2
+      Gossip.terminate(final)
+    end
+
+    test "the runner keeps its replay guard whatever a packet does" do
+      port = Support.free_udp_port()
+      secret = "runner-secret"
+      key = Gossip.derive_key(secret, "dspex")
+
+      {:ok, runner} =
+        Runner.start_link(
+          id: :hostile,
+          strategy: Gossip,
+          strategy_opts: [mode: :unicast, port: port..port, peers: [], secret: secret],
+          interval: 60_000,
+          report_to: self()
+        )
+
+      socket = :sys.get_state(runner).strategy.socket
+      ts = System.os_time(:microsecond)
+      good = Gossip.encode(:"peer@127.0.0.1", ts, key)
+      send(runner, {:udp, socket, {127, 0, 0, 1}, 1, good})
+
+      send(
+        runner,
+        {:udp, socket, {127, 0, 0, 1}, 1, signed(String.duplicate("z", 400) <> "@h", ts + 1, key)}
+      )
+
+      send(runner, {:udp, socket, {127, 0, 0, 1}, 1, good})
+      strategy = :sys.get_state(runner).strategy
+      assert Process.alive?(runner)
+      assert strategy.last_seen_ts[:"peer@127.0.0.1"] == ts
+      assert strategy.dropped.malformed == 1 and strategy.dropped.replay == 1
+      GenServer.stop(runner)
+    end
+  end
+
+  defp signed(name, ts, key) do
+    body =
+      <<"DXG1", ts::64, :crypto.strong_rand_bytes(8)::binary, byte_size(name)::16, name::binary>>
+
+    body <> :crypto.mac(:hmac, :sha256, key, body)
+  end
+
+  test "the logger level comes from the profile; production is not debug" do
+    assert DSPEx.Clustering.Config.profile_defaults(:production).log_level not in [:debug, :info]
+    assert Logger.level() == DSPEx.Clustering.Config.get(:log_level)
+  end
+
   test "two nodes find each other by multicast on loopback; strangers are ignored" do
     u = Support.uniq()
     cookie = "gossip#{u}"

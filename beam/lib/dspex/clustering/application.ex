@@ -10,6 +10,7 @@ defmodule DSPEx.Clustering.Application do
 
   @impl true
   def start(_type, _args) do
+    Logger.configure(level: Config.get(:log_level))
     remove_launcher_cookie(System.get_env("DSPEX_NODE_HOME"))
     apply_cookie(System.get_env("DSPEX_COOKIE"), Config.get(:cookie_file))
 

@@ -45,6 +45,7 @@ defmodule DSPEx.Clustering.Config do
   | `:eventual_fanout` | 3 | 3 | peers pinged per anti-entropy round |
   | `:causal_timeout_ms` | 5_000 | 5_000 | how long a causal call waits for its session's past |
   | `:max_clock_drift_ms` | 60_000 | 60_000 | a stamp further ahead is not adopted by the HLC |
+  | `:log_level` | `:info` | `:notice` | the node's Logger level, set when the application starts |
   """
 
   @weights %{cpu: 0.30, memory: 0.25, agents: 0.20, network: 0.15, capability: 0.10}
@@ -88,7 +89,8 @@ defmodule DSPEx.Clustering.Config do
       eventual_anti_entropy_ms: 1_000,
       eventual_fanout: 3,
       causal_timeout_ms: 5_000,
-      max_clock_drift_ms: 60_000
+      max_clock_drift_ms: 60_000,
+      log_level: :info
     },
     production: %{
       discovery: [:dns],
@@ -128,7 +130,8 @@ defmodule DSPEx.Clustering.Config do
       eventual_anti_entropy_ms: 2_000,
       eventual_fanout: 3,
       causal_timeout_ms: 5_000,
-      max_clock_drift_ms: 60_000
+      max_clock_drift_ms: 60_000,
+      log_level: :notice
     }
   }
 

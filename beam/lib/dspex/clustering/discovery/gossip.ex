@@ -43,7 +43,10 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
   Packets with a bad MAC (strangers, other clusters, forgeries), malformed packets, timestamps
   outside `:max_skew`, and replays (a timestamp not newer than the last accepted one from the same
   sender) are dropped and counted in the state's `:dropped` map; no atom is created before the MAC
-  is verified. The cookie and the key are never logged.
+  is verified, nor for a name that is not a valid node name (at most 255 characters of UTF-8,
+  `name@host`). Drops are logged as a summary, at most one line per 10 s (a warning when there were
+  forged or malformed packets, else at debug level), never one line per packet. The cookie and the
+  key are never logged.
   """
   @behaviour DSPEx.Clustering.Discovery.Strategy
 
@@ -78,6 +81,9 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
          # sender node => monotonic ms when heard
          heard: %{},
          dropped: %{bad_mac: 0, malformed: 0, skew: 0, replay: 0},
+         # drops since the last summary line, and when that line was written
+         drops_unlogged: %{},
+         drops_logged_ms: nil,
          accepted: 0
        }}
     end
@@ -85,7 +91,7 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
 
   @impl true
   def discover(state) do
-    state = send_heartbeat(state)
+    state = state |> send_heartbeat() |> log_drops()
     {:ok, live_nodes(state), state}
   end
 
@@ -108,8 +114,7 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
         if new?, do: {:ok, live_nodes(state), state}, else: {:noreply, state}
 
       {:error, why} ->
-        Logger.debug("gossip: dropped a packet (#{why})")
-        {:noreply, %{state | dropped: Map.update!(state.dropped, why, &(&1 + 1))}}
+        {:noreply, note_drop(state, why)}
     end
   end
 
@@ -153,7 +158,7 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
     with true <-
            :crypto.hash_equals(:crypto.mac(:hmac, :sha256, state.key, body), mac) || :bad_mac,
          <<@magic, ts::64, _nonce::binary-8, len::16, name::binary-size(len)>> <- body,
-         [_, _] <- String.split(name, "@") do
+         true <- valid_node_name?(name) do
       sender = String.to_atom(name)
 
       cond do
@@ -168,6 +173,45 @@ defmodule DSPEx.Clustering.Discovery.Gossip do
   end
 
   def verify(_packet, _state), do: {:error, :malformed}
+
+  # What may become an atom: a node name as OTP accepts one (255 characters at most, UTF-8,
+  # exactly one @ between non-empty parts, no white space or control characters).
+  @node_name ~r/\A[^@\s\p{C}]+@[^@\s\p{C}]+\z/u
+  defp valid_node_name?(name) do
+    byte_size(name) <= 1020 and String.valid?(name) and String.length(name) <= 255 and
+      Regex.match?(@node_name, name)
+  end
+
+  @drop_summary_every_ms 10_000
+  defp note_drop(state, why) do
+    %{
+      state
+      | dropped: Map.update!(state.dropped, why, &(&1 + 1)),
+        drops_unlogged: Map.update(state.drops_unlogged, why, 1, &(&1 + 1))
+    }
+    |> log_drops()
+  end
+
+  # One line for many drops: a flood of forged packets costs a counter each, not a log line.
+  defp log_drops(%{drops_unlogged: pending} = state) when map_size(pending) == 0, do: state
+
+  defp log_drops(state) do
+    last = state.drops_logged_ms
+
+    if last == nil or now_ms() - last >= @drop_summary_every_ms do
+      pending = state.drops_unlogged
+      total = pending |> Map.values() |> Enum.sum()
+      line = "gossip: dropped #{total} packet(s) since the last report: #{inspect(pending)}"
+
+      if Map.has_key?(pending, :bad_mac) or Map.has_key?(pending, :malformed),
+        do: Logger.warning(line),
+        else: Logger.debug(line)
+
+      %{state | drops_unlogged: %{}, drops_logged_ms: now_ms()}
+    else
+      state
+    end
+  end
 
   defp send_heartbeat(state) do
     ts = max(System.os_time(:microsecond), state.last_sent_us + 1)

@@ -60,13 +60,16 @@ defmodule DSPEx.Clustering.Discovery.Runner do
   def handle_info(:poll, state), do: {:noreply, poll_now(%{state | timer: nil})}
 
   def handle_info(msg, %{strategy: nil} = state) do
-    Logger.debug("discovery runner #{inspect(state.id)}: dropped #{inspect(msg)} (not started)")
+    Logger.debug(
+      "discovery runner #{inspect(state.id)}: dropped #{inspect(msg, limit: 5, printable_limit: 80)} (not started)"
+    )
+
     {:noreply, state}
   end
 
   def handle_info(msg, state) do
     if function_exported?(state.module, :handle_info, 2) do
-      case state.module.handle_info(msg, state.strategy) do
+      case strategy_handle_info(state, msg) do
         {:ok, nodes, strategy} ->
           report(state, {:ok, nodes})
           {:noreply, %{state | strategy: strategy}}
@@ -77,6 +80,17 @@ defmodule DSPEx.Clustering.Discovery.Runner do
     else
       {:noreply, state}
     end
+  end
+
+  # A message the strategy cannot handle (a hostile packet it fails on) costs that message, not
+  # the strategy's state: a restart would lose, say, gossip's replay guard.
+  defp strategy_handle_info(state, msg) do
+    state.module.handle_info(msg, state.strategy)
+  rescue
+    error ->
+      text = error |> Exception.message() |> String.slice(0, 200)
+      Logger.error("discovery #{inspect(state.module)} failed on a message (state kept): #{text}")
+      {:noreply, state.strategy}
   end
 
   @impl true
