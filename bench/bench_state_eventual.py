@@ -52,8 +52,9 @@ WRITER = (
 # time they last became equal, or `timeout` after DeadlineMs.
 POLLER = (
     "Nodes = {nodes}, Deadline = os:system_time(millisecond) + {deadline}, "
-    "Roots = fun() -> [maps:get(root, erpc:call(N, " + REPLICA + ", stats, [bench], 2000)) "
-    "|| N <- Nodes] end, "
+    "Root = fun(N) -> try maps:get(root, erpc:call(N, " + REPLICA + ", stats, [bench], 2000)) "
+    "catch _:_ -> make_ref() end end, "  # a busy replica: not known equal yet
+    "Roots = fun() -> [Root(N) || N <- Nodes] end, "
     "Poll = fun Poll(Since) -> Now = os:system_time(millisecond), "
     "Equal = case lists:usort(Roots()) of [R] when R =/= 0 -> true; _ -> false end, "
     "if Now > Deadline -> timeout; "

@@ -273,6 +273,38 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
     end
   end
 
+  test "a restarted replica's new writes stay above its previous life's stamps (clock was ahead)",
+       %{nodes: [a, b, _c] = nodes} do
+    # a's clock is pushed 30 s ahead (within max_clock_drift_ms) by a stamp it receives...
+    ahead = System.system_time(:millisecond) + 30_000
+    fast = :"fast_clock@127.0.0.1"
+    delta = {%{fast => {ahead, 0}}, [{{ahead, 0, fast}, :x}]}
+    send({Replica.name(@table), a}, {:dspex_state_delta, fast, {ahead, 0}, nil, "ahead:0", delta})
+
+    PeerNode.eventually(fn ->
+      match?({:ok, :x, _}, call(a, Eventual, :get, ["ahead:0", [table: @table]]))
+    end)
+
+    {:ok, v1} = call(a, Eventual, :put, ["ahead:1", :before_restart, [table: @table]])
+    assert elem(v1.stamp, 0) >= ahead
+    wait_converged(nodes, 10_000)
+
+    # ...then its replica restarts with a fresh clock at wall time: its next write must still
+    # get a stamp its peers have not seen, or they would take it for an old one and drop it
+    sup = DSPEx.Clustering.State.EventualSupervisor
+    :ok = :erpc.call(a, Supervisor, :terminate_child, [sup, {Replica, @table}])
+    {:ok, _} = :erpc.call(a, Supervisor, :restart_child, [sup, {Replica, @table}])
+    wait_converged(nodes, 10_000)
+    {:ok, v2} = call(a, Eventual, :put, ["ahead:2", :after_restart, [table: @table]])
+    assert v2.stamp > v1.stamp
+
+    PeerNode.eventually(fn ->
+      match?({:ok, :after_restart, _}, call(b, Eventual, :get, ["ahead:2", [table: @table]]))
+    end)
+
+    wait_converged(nodes, 10_000)
+  end
+
   test "a node that joins late converges within 2x the interval", %{nodes: nodes} do
     for i <- 1..50,
         do: {:ok, _} = call(Enum.random(nodes), Eventual, :put, [{"late", i}, i, [table: @table]])

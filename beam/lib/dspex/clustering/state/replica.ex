@@ -155,6 +155,9 @@ defmodule DSPEx.Clustering.State.Replica do
       [{^key, value}] -> value
       [] -> default
     end
+  rescue
+    # no such table: callers answer {:error, {:unknown_table, t}} on their next step
+    ArgumentError -> default
   end
 
   # -- server ----------------------------------------------------------------------------------
@@ -286,6 +289,8 @@ defmodule DSPEx.Clustering.State.Replica do
   end
 
   def handle_info({:ae_ping, peer, peer_node, root, peer_seen, resolvers}, state) do
+    # a restarted replica learns how far its previous life's stamps went (dots stay unique)
+    state = observe_token(state, peer_seen)
     state = %{state | resolvers: Resolvers.merge(state.resolvers, resolvers)}
     state = %{state | reports: Map.put(state.reports, peer_node, peer_seen)}
 
@@ -302,12 +307,14 @@ defmodule DSPEx.Clustering.State.Replica do
   end
 
   def handle_info({:ae_equal, _peer, peer_node, root, peer_seen}, state) do
+    state = observe_token(state, peer_seen)
     state = %{state | reports: Map.put(state.reports, peer_node, peer_seen)}
     state = if root == state.root, do: join_seen(state, peer_seen), else: state
     {:noreply, state |> publish_meta() |> wake_waiters()}
   end
 
   def handle_info({:ae_digest, peer, peer_node, peer_digests, peer_seen}, state) do
+    state = observe_token(state, peer_seen)
     state = %{state | reports: Map.put(state.reports, peer_node, peer_seen)}
     mine = digests(state)
     give = for {k, h} <- mine, Map.get(peer_digests, k) != h, do: k
