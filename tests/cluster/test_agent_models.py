@@ -3,6 +3,7 @@ placement over many nodes."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from typing import Any
@@ -210,13 +211,66 @@ def test_a_recent_down_history_raises_the_prediction() -> None:
     assert a["reasons"]["silence"] == pytest.approx(b["reasons"]["silence"], rel=0.2)
     model = flaky[Atom("history_model")]
     assert 0 < model[Atom("probability")] <= 1 and model[Atom("time_to_failure_s")] > 0
-    # the model is rebuilt from the last history_window_s: the down stays while in it
-    fp._new_hazard(time.time())
+    # a rebuilt model keeps all the history (no time window any more)
+    fp._new_hazard(-math.inf)
     assert fp.failures == 1
     again = fp.predictions()[Atom("flaky@h")][Atom("reasons")][Atom("history")]
     assert again == pytest.approx(flaky[hist[0]][hist[1]], rel=0.05)
-    fp._new_hazard(time.time() + fp.config.history_window_s + 60)  # and leaves after it
-    assert fp.failures == 0 and set(fp.first_seen) == {Atom("steady@h"), Atom("flaky@h")}
+
+
+def test_history_is_kept_up_to_the_memory_cap() -> None:
+    fp = FailurePredictor(FailureConfig(history_max_failures=4))
+    fp.setup()
+    wall = time.time()
+    fp.first_seen = {Atom("a@h"): wall - 7200.0, Atom("b@h"): wall - 7200.0}
+    fp.failure_log = [
+        (Atom("a@h"), wall - 3600.0 + 60.0 * k, wall - 3590.0 + 60.0 * k) for k in range(4)
+    ]
+    fp._new_hazard(-math.inf)
+    fp.history_probabilities([Atom("a@h")], wall)
+    assert fp.failures == 4  # at the cap: everything kept, hours old
+    fp.failure_log.append((Atom("b@h"), wall - 100.0, wall - 90.0))
+    fp.history_probabilities([Atom("a@h"), Atom("b@h")], wall)
+    assert fp.failures == 3 and fp.failure_log[0][1] == wall - 3600.0 + 120.0  # oldest half gone
+    # the node-interval cap: 2 nodes x 2 h / 30 s = 480 intervals > 400 -> the older hour goes
+    fp.config = FailureConfig(history_max_intervals=400)
+    fp.history_probabilities([Atom("a@h"), Atom("b@h")], wall)
+    assert fp.hazard_since == pytest.approx(wall - 3600.0)
+
+
+async def test_hazard_refits_run_in_a_worker_thread_and_predictions_never_wait() -> None:
+    fp = FailurePredictor(FailureConfig(horizon_s=30.0))
+    fp.setup()
+    wall = time.time()
+    nodes = [Atom(f"n{k}@h") for k in range(8)]
+    fp.first_seen = {n: wall - 86400.0 for n in nodes}
+    rng = np.random.default_rng(0)
+    fp.failure_log = [
+        (nodes[int(k)], float(t), float(t) + 60.0)
+        for k, t in zip(
+            rng.integers(0, 8, 200),
+            np.sort(rng.uniform(wall - 86000, wall - 600, 200)),
+            strict=True,
+        )
+    ]
+    fp._new_hazard(-math.inf)
+    assert fp.history_probabilities(nodes, wall) == {}  # no fit ready: answers at once
+    assert fp._refit is not None and not fp.hazard.has_fit(wall)
+    seconds = await fp._refit  # the fit ran in the worker thread; its callback installed it
+    assert seconds > 0 and fp.refits == 1 and fp.refit_seconds == seconds
+    assert fp.hazard.has_fit(wall) and fp._refit is None
+    got = fp.history_probabilities(nodes, wall)
+    assert set(got) == set(nodes) and all(0.0 < p < 1.0 for p in got.values())
+    # a failure after the cutoff changes nothing fitted; one before it starts a new refit
+    fp.hazard.observe_failure(nodes[0], wall + 1.0, wall + 2.0)
+    assert fp.hazard.has_fit(wall) and fp._refit is None
+    fp.hazard.observe_failure(nodes[1], fp.hazard.cutoff(wall) - 5.0, fp.hazard.cutoff(wall) - 1.0)
+    assert not fp.hazard.has_fit(wall)
+    assert fp.history_probabilities(nodes, wall) == {}  # no ready fit at or before the cutoff
+    assert fp._refit is not None
+    await fp._refit
+    assert fp.hazard.has_fit(wall) and fp.refits == 2
+    fp._executor.shutdown(wait=True)
 
 
 def vector_eligible(cands: list[Any], c: Any) -> list[Atom]:

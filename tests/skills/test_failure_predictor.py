@@ -10,6 +10,7 @@ import pytest
 from dspex_cluster.skills.failure import FailurePredictor
 from dspex_cluster.skills.failure.health import jitter_ratio, theil_sen, time_to_exhaustion
 from dspex_cluster.skills.failure.history import weibull_mle
+from dspex_cluster.skills.failure.predictor import ModelNotReady
 
 DAY = 86400.0
 T0 = 1_600_000_000.0  # 2020-09-13
@@ -200,3 +201,75 @@ def test_boosted_predictor_is_stacked_on_out_of_sample_scores_and_causal() -> No
     # the stack keeps the mean near the observed rate of recent node-days
     recent = sum(sum(now - 60 * DAY <= t < now for t in ts) for ts in hist.values())
     assert p.mean() == pytest.approx(recent / (60 * len(nodes)), rel=0.6)
+
+
+def _history_in_time_order(fp: FailurePredictor, n_nodes: int, days: float, seed: int) -> list:
+    """The same Weibull history, returned as (start, node) events sorted by time, nodes declared."""
+    events: list[tuple[float, str]] = []
+    probe = FailurePredictor()
+    for node, times in _weibull_history(probe, n_nodes, days, seed=seed).items():
+        fp.add_node(node, system="sys", group=f"rack{int(node[1:]) // 4}", since_ts=T0)
+        events += [(t, node) for t in times]
+    return sorted(events)
+
+
+def test_a_failure_invalidates_only_fits_at_later_cutoffs() -> None:
+    fp = FailurePredictor(refit_interval_s=30 * DAY, learner="renewal")
+    events = _history_in_time_order(fp, n_nodes=12, days=300, seed=21)
+    t_obs = T0 + 200 * DAY
+    for t, node in events:
+        if t < t_obs:
+            fp.observe_failure(node, t, t + 3600.0)
+    nodes = [f"n{k}" for k in range(12)]
+    # the refit grid (30 d from the epoch) has cutoffs at T0 + 21.5 d + 30 k days
+    early, late = T0 + 150 * DAY, T0 + 235 * DAY  # cutoffs before and after the next failure
+    p_early = fp.predict_many(nodes, early)
+    fp.predict_many(nodes, late)
+    kept = fp._models[fp.cutoff(early)]
+    fp.observe_failure("n3", t_obs + 5 * DAY, t_obs + 5 * DAY + 60.0)
+    assert fp.cutoff(early) <= t_obs + 5 * DAY < fp.cutoff(late)
+    assert fp._models.get(fp.cutoff(early)) is kept  # not refitted
+    assert fp.cutoff(late) not in fp._models  # refitted on the next prediction
+    np.testing.assert_array_equal(fp.predict_many(nodes, early), p_early)
+    # the kept fit is what a fit from scratch on the same observations gives
+    fresh = FailurePredictor(refit_interval_s=30 * DAY, learner="renewal")
+    _history_in_time_order(fresh, n_nodes=12, days=300, seed=21)
+    for t, node in events:
+        if t < t_obs:
+            fresh.observe_failure(node, t, t + 3600.0)
+    fresh.observe_failure("n3", t_obs + 5 * DAY, t_obs + 5 * DAY + 60.0)
+    np.testing.assert_allclose(fresh.predict_many(nodes, late), fp.predict_many(nodes, late), 1e-9)
+    np.testing.assert_allclose(fresh.predict_many(nodes, early), p_early, 1e-9)
+
+
+def test_non_blocking_predictions_use_the_latest_ready_fit_and_refit_on_a_snapshot() -> None:
+    fp = FailurePredictor(refit_interval_s=30 * DAY, learner="renewal")
+    for t, node in _history_in_time_order(fp, n_nodes=12, days=300, seed=22):
+        fp.observe_failure(node, t, t + 3600.0)
+    nodes = [f"n{k}" for k in range(12)]
+    fp.blocking_fits = False
+    with pytest.raises(ModelNotReady):
+        fp.predict_many(nodes, T0 + 100 * DAY)  # nothing fitted yet, and no fitting here
+    assert fp.wanted_cutoff == fp.cutoff(T0 + 100 * DAY)
+    snap = fp.snapshot()
+    snap.fit(fp.wanted_cutoff)  # in another thread in the agent
+    assert fp.install(snap) >= 1
+    p100 = fp.predict_many(nodes, T0 + 100 * DAY)
+    # a later prediction runs on the latest ready fit (cutoff 81.5 d) until its own is there
+    assert not fp.has_fit(T0 + 130 * DAY)
+    p130_old = fp.predict_many(nodes, T0 + 130 * DAY)
+    assert fp.wanted_cutoff == fp.cutoff(T0 + 130 * DAY)
+    snap = fp.snapshot()
+    snap.fit(fp.wanted_cutoff)
+    # meanwhile a failure of day 105 is reported: the snapshot's fit at cutoff 111.5 d is stale
+    fp.observe_failure("n1", T0 + 105 * DAY, T0 + 105 * DAY + 60.0)
+    fp.install(snap)
+    assert not fp.has_fit(T0 + 130 * DAY) and fp.has_fit(T0 + 100 * DAY)
+    snap = fp.snapshot()
+    snap.fit(fp.cutoff(T0 + 130 * DAY))
+    fp.install(snap)
+    p130 = fp.predict_many(nodes, T0 + 130 * DAY)
+    fp.blocking_fits = True
+    np.testing.assert_array_equal(fp.predict_many(nodes, T0 + 130 * DAY), p130)
+    np.testing.assert_array_equal(fp.predict_many(nodes, T0 + 100 * DAY), p100)
+    assert not np.array_equal(p130_old, p130)

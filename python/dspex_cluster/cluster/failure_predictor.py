@@ -23,8 +23,14 @@ independent risks, P = 1 - prod(1 - p_i):
     p = s x `anomaly_risk`.
   * **history** — the failure-history hazard model of `dspex_cluster.skills.failure`
     (`FailurePredictor`: Weibull renewal with per-node frailty, refitted every
-    `history_refit_s` on the last `history_window_s` to `2 x history_window_s` of history, so a
-    refit's cost stays bounded in a long-running cluster): each down period
+    `history_refit_s`) on all the history the agent has seen, up to a memory cap: at most
+    `history_max_failures` down periods and `history_max_intervals` node-intervals of one horizon
+    (nodes x history / horizon; the training rows a refit enumerates, about 40 bytes each, so the
+    default 1,000,000 bounds a refit's arrays to some 40-80 MB). Past the cap the oldest half of
+    the history is dropped. Refits never run on the agent's event loop: a prediction uses the
+    latest fit that is ready (the prior q below until the first one is), and a refit of the
+    wanted cutoff runs on a snapshot in a worker thread, one at a time; its fits are adopted
+    unless a failure observed meanwhile changed them (`FailurePredictor.install`). Each down period
     (`cluster.node.down` until the node is back: `up`, or reporting again) is recorded with
     `observe_failure(node, down_ts, back_ts)` on the wall clock, and p = its
     `history_probability` of a failure starting within the horizon. A node
@@ -58,9 +64,12 @@ Calls: `predictions` -> #{Node => the same map, plus `history_model`: the skill'
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +85,9 @@ from dspex_cluster.runtime import Caller
 from dspex_cluster.signals import Signal
 from dspex_cluster.skills.failure import FailurePredictor as HazardPredictor
 from dspex_cluster.skills.failure import PhiAccrualDetector
+from dspex_cluster.skills.failure.predictor import ModelNotReady
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,9 +107,9 @@ class FailureConfig:
     phi_threshold: float = 8.0
     forget_after_s: float = 120.0  # a node silent this long (and never reported down) is gone
     history_refit_s: float = 600.0  # the hazard model's refit grid
-    # the hazard model is rebuilt from the last window of history this often: a refit costs
-    # time in nodes x (history / horizon) and runs on the agents' event loop
-    history_window_s: float = 6 * 3600.0
+    # the memory cap on the history the hazard model keeps (see the module docstring)
+    history_max_failures: int = 10_000
+    history_max_intervals: int = 1_000_000
     health_sample_s: float = 1.0  # health fed to the hazard model at most this often per node
     health_window_s: float = 60.0  # and kept this long (its trend window)
 
@@ -189,11 +201,21 @@ class FailurePredictor(Agent):
         self.published: list[Signal] = []
         self.first_seen: dict[Atom, float] = {}  # wall clock
         self.failure_log: list[tuple[Atom, float, float]] = []  # (node, down, back), wall
-        self._new_hazard(time.time())
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hazard-refit")
+        self._refit: asyncio.Future[Any] | None = None
+        self.refits = 0  # background refits finished
+        self.refit_seconds = 0.0  # the last one's duration
+        self._new_hazard(-math.inf)
 
-    def _new_hazard(self, wall: float) -> None:
-        """A hazard model from the last `history_window_s` of history: nodes in production
-        since they were first seen (or the window's start), the failures that started in it."""
+    async def _main(self) -> None:
+        try:
+            await super()._main()
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _new_hazard(self, lo: float) -> None:
+        """A hazard model from the history since `lo` (wall clock): nodes in production since
+        they were first seen (or `lo`), the failures that started since."""
         c = self.config
         self.hazard = HazardPredictor(
             horizon_s=c.horizon_s,
@@ -201,8 +223,8 @@ class FailurePredictor(Agent):
             resources={"memory": 1.0},
             health_window_s=c.health_window_s,
         )
-        self.hazard_since = wall
-        lo = wall - c.history_window_s
+        self.hazard.blocking_fits = False
+        self.hazard_since = lo
         self.failure_log = [f for f in self.failure_log if f[1] >= lo]
         keep = set(self.nodes) | {f[0] for f in self.failure_log}  # forgotten nodes go
         self.first_seen = {n: t for n, t in self.first_seen.items() if n in keep}
@@ -345,15 +367,65 @@ class FailurePredictor(Agent):
 
     # -- prediction ----------------------------------------------------------------------------
 
+    def _enforce_memory_cap(self, wall: float) -> None:
+        """Past `history_max_failures` or `history_max_intervals`, drop the oldest half."""
+        c = self.config
+        start = max(min(self.first_seen.values(), default=wall), self.hazard_since)
+        intervals = len(self.first_seen) * max(wall - start, 0.0) / c.horizon_s
+        if len(self.failure_log) > c.history_max_failures:
+            self._new_hazard(self.failure_log[len(self.failure_log) // 2][1])
+        elif intervals > c.history_max_intervals:
+            self._new_hazard(start + (wall - start) / 2)
+
     def history_probabilities(self, nodes: list[Atom], wall: float) -> dict[Atom, float]:
-        """The hazard model's P(a failure starts within the horizon), all nodes in one pass;
-        empty until a first failure was recorded (nothing to fit yet)."""
-        if wall - self.hazard_since > self.config.history_window_s:
-            self._new_hazard(wall)
+        """The hazard model's P(a failure starts within the horizon), all nodes in one pass,
+        from the latest fit that is ready; empty until there is one (and until a first failure
+        was recorded: nothing to fit yet). Starts a background refit when the fit of `wall`'s
+        cutoff is not ready."""
+        self._enforce_memory_cap(wall)
         if not self.failures or not nodes:
             return {}
-        p = self.hazard.history_probability(nodes, wall)
+        if not self.hazard.has_fit(wall):
+            self._start_refit(wall)
+        try:
+            p = self.hazard.history_probability(nodes, wall)
+        except ModelNotReady:
+            return {}
         return {n: float(v) for n, v in zip(nodes, p, strict=True)}
+
+    def _start_refit(self, wall: float) -> None:
+        """Fit the cutoff of `wall` on a snapshot in the worker thread (one refit at a time)."""
+        if self._refit is not None:
+            return
+        hazard, snap = self.hazard, self.hazard.snapshot()
+        cutoff = hazard.cutoff(wall)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # used outside an event loop (offline): fit here
+            snap.fit(cutoff)
+            hazard.install(snap)
+            return
+
+        def fit() -> float:
+            t0 = time.perf_counter()
+            snap.fit(cutoff)
+            return time.perf_counter() - t0
+
+        def done(future: asyncio.Future[Any]) -> None:
+            self._refit = None
+            if future.cancelled():
+                return
+            err = future.exception()
+            if err is not None:
+                log.warning("%s: hazard refit failed: %r", self.name, err)
+                return
+            self.refits += 1
+            self.refit_seconds = float(future.result())
+            if hazard is self.hazard:  # not replaced meanwhile (memory cap)
+                hazard.install(snap)
+
+        self._refit = loop.run_in_executor(self._executor, fit)
+        self._refit.add_done_callback(done)
 
     def predict(
         self, node: Atom, r: NodeRisk, now: float, history: float | None = None
@@ -453,11 +525,16 @@ class FailurePredictor(Agent):
         if not self.failures:
             return {}
         tte = self.hazard.health_signals(node, wall).get("tte_memory_s")
+        try:
+            probability = self.hazard.predict(node, wall)
+            ttf = self.hazard.time_to_failure(node, wall)
+        except ModelNotReady:
+            return {}  # the first fit is still running
         return {
-            Atom("probability"): round(self.hazard.predict(node, wall), 6),
+            Atom("probability"): round(probability, 6),
             # no trend: nil (an Erlang float cannot be infinite)
             Atom("tte_memory_s"): round(tte, 3) if tte is not None and math.isfinite(tte) else None,
-            Atom("time_to_failure_s"): round(self.hazard.time_to_failure(node, wall), 3),
+            Atom("time_to_failure_s"): round(ttf, 3),
         }
 
     def predictions(self) -> dict[Atom, Any]:

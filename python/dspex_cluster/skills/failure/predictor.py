@@ -24,6 +24,7 @@ learned layers tend to be over-confident out of sample, and rates drift. Health 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,10 +41,18 @@ from dspex_cluster.skills.failure.history import FailureHistory, NodeTable
 from dspex_cluster.skills.failure.model import HazardModel, Learner, fit_hazard_model, fit_stack
 from dspex_cluster.skills.failure.phi import PhiAccrualDetector, phi_from_stats
 
-__all__ = ["FailurePredictor", "PhiAccrualDetector", "phi_from_stats"]
+__all__ = ["FailurePredictor", "ModelNotReady", "PhiAccrualDetector", "phi_from_stats"]
 
 DEFAULT_RESOURCES: dict[str, float] = {"memory": 1.0, "disk": 1.0, "swap": 1.0, "fd": 1.0}
 HEARTBEAT_METRIC = "heartbeat_interval_s"
+
+
+class ModelNotReady(LookupError):
+    """No fit at or before the wanted cutoff yet, and predictions may not fit (blocking_fits)."""
+
+    def __init__(self, cutoff: float) -> None:
+        super().__init__(f"no fit ready at or before cutoff {cutoff}")
+        self.cutoff = cutoff
 
 
 @dataclass
@@ -95,6 +104,14 @@ class FailurePredictor:
         self._history: FailureHistory | None = None
         self._models: dict[float, HazardModel] = {}
         self._raw_models: dict[float, HazardModel] = {}
+        # (change number, date) of every observation that invalidated fits: a background refit
+        # on a snapshot is installed only for cutoffs no later change reached
+        self._changes = 0
+        self._change_log: list[tuple[int, float]] = []
+        # False: predictions never fit; they use the latest fit at a cutoff <= now and record
+        # the cutoff they wanted in `wanted_cutoff` (a caller refits in the background)
+        self.blocking_fits = True
+        self.wanted_cutoff: float | None = None
 
     # ---- observations ------------------------------------------------------------------------
     def add_node(
@@ -106,24 +123,46 @@ class FailurePredictor:
     ) -> None:
         """Declare a node: its system (nodes alike in hardware and use), group (rack), and
         when it entered production (default: its first observation)."""
+        placeholder = self._placeholder_since()
         if node in self._nodes:
             n = self._nodes[node]
-            n.system, n.group = system, group
-            if since_ts is not None:
+            if (n.system, n.group) != (system, group):
+                n.system, n.group = system, group
+                self._invalidate(-math.inf)  # every fit's systems and neighbourhoods change
+            if since_ts is not None and float(since_ts) != n.since_ts:
+                old = n.since_ts
                 n.since_ts = float(since_ts)
+                self._invalidate(min(old, n.since_ts, placeholder))
         else:
             ts = math.inf if since_ts is None else float(since_ts)
+            known_system = any(n.system == system for n in self._nodes.values())
             self._nodes[node] = _Node(len(self._nodes), system, group, ts)
-        self._invalidate()
+            # A node changes only fits whose cutoff is past its start (a new system: all fits,
+            # whose per-system parameters do not cover it).
+            start = min(ts, self._placeholder_since())
+            self._invalidate(start if known_system else -math.inf)
+        self._placeholder_changed(placeholder)
 
     def _node(self, node: Hashable, ts: float) -> _Node:
         if node not in self._nodes:
             self.add_node(node)
         n = self._nodes[node]
         if ts < n.since_ts:
+            placeholder = self._placeholder_since()
             n.since_ts = ts
-            self._invalidate()
+            self._invalidate(min(ts, placeholder))
+            self._placeholder_changed(placeholder)
         return n
+
+    def _placeholder_since(self) -> float:
+        """The start given to nodes declared without one (the latest known start)."""
+        finite = [n.since_ts for n in self._nodes.values() if math.isfinite(n.since_ts)]
+        return max(finite, default=0.0)
+
+    def _placeholder_changed(self, before: float) -> None:
+        after = self._placeholder_since()
+        if after != before and any(not math.isfinite(n.since_ts) for n in self._nodes.values()):
+            self._invalidate(min(before, after))
 
     def observe_failure(self, node: Hashable, start_ts: float, end_ts: float | None = None) -> None:
         """A failure of `node` that started at `start_ts` and was repaired at `end_ts`."""
@@ -131,7 +170,7 @@ class FailurePredictor:
         end = start if end_ts is None else max(float(end_ts), start)
         n = self._node(node, start)
         self._failures.append((n.index, start, end))
-        self._invalidate()
+        self._invalidate(start)
 
     def observe_health(self, node: Hashable, ts: float, metrics: Mapping[str, float]) -> None:
         """Health sample: resource utilisations (fractions of capacity, names in `resources`)
@@ -141,10 +180,22 @@ class FailurePredictor:
         n.health_ts.insert(pos, float(ts))
         n.health.insert(pos, dict(metrics))
 
-    def _invalidate(self) -> None:
+    def _invalidate(self, after: float) -> None:
+        """An observation dated `after` changes only the fits at cutoffs > after.
+
+        A fit at cutoff c uses node-intervals that end by c and failures that started before c,
+        so a failure starting at t >= c (or a node entering production then) changes nothing
+        it learned; features are computed at query time from the history index, which is
+        rebuilt. Fits at cutoffs > after are dropped (their stacks with them).
+        """
         self._history = None
-        self._models.clear()
-        self._raw_models.clear()
+        self._changes += 1
+        self._change_log.append((self._changes, after))
+        if len(self._change_log) > 4096:  # snapshots older than this are simply refused
+            del self._change_log[:2048]
+        for cache in (self._models, self._raw_models):
+            for cutoff in [c for c in cache if c > after]:
+                del cache[cutoff]
 
     # ---- the history model -------------------------------------------------------------------
     def _history_index(self) -> FailureHistory:
@@ -212,8 +263,14 @@ class FailurePredictor:
         over several component scores) fitted on out-of-sample predictions: those of each of the
         previous `platt_intervals` fits for the node-intervals between its cutoff and the next
         one."""
-        cutoff = math.floor(now_ts / self.refit_interval_s) * self.refit_interval_s
+        cutoff = self.cutoff(now_ts)
         model = self._models.get(cutoff)
+        if model is None and not self.blocking_fits:
+            self.wanted_cutoff = cutoff
+            ready = [c for c in self._models if c <= cutoff]
+            if not ready:
+                raise ModelNotReady(cutoff)
+            return self._models[max(ready)]
         if model is None:
             raw = self._raw_model(cutoff)
             stack = None
@@ -234,6 +291,56 @@ class FailurePredictor:
             model = HazardModel(raw.params, raw.learner, raw.horizon_days, stack)
             self._models[cutoff] = model
         return model
+
+    def cutoff(self, now_ts: float) -> float:
+        """The refit grid's cutoff of a prediction at `now_ts` (the last one <= now)."""
+        return math.floor(now_ts / self.refit_interval_s) * self.refit_interval_s
+
+    def has_fit(self, now_ts: float) -> bool:
+        """Whether the fit a prediction at `now_ts` uses is ready (predicting would not fit)."""
+        return self.cutoff(now_ts) in self._models
+
+    # ---- background refits -------------------------------------------------------------------
+    def snapshot(self) -> FailurePredictor:
+        """A copy sharing no mutable state, for fitting in another thread while this one keeps
+        observing: `snapshot.fit(cutoff)` there, then `install(snapshot)` here."""
+        snap = copy.copy(self)
+        snap._nodes = {
+            k: _Node(n.index, n.system, n.group, n.since_ts) for k, n in self._nodes.items()
+        }
+        snap._failures = list(self._failures)
+        snap._history = None
+        snap._models = dict(self._models)
+        snap._raw_models = dict(self._raw_models)
+        snap._change_log = []
+        snap.blocking_fits = True
+        return snap
+
+    def fit(self, cutoff: float) -> HazardModel:
+        """Fit (or find) the model of `cutoff`, with its stack; the expensive call."""
+        blocking, self.blocking_fits = self.blocking_fits, True
+        try:
+            return self._model_at(cutoff)
+        finally:
+            self.blocking_fits = blocking
+
+    def install(self, snapshot: FailurePredictor) -> int:
+        """Adopt the fits a snapshot made, except those an observation since the snapshot
+        invalidated (cutoff > its date); returns how many were adopted."""
+        later = [after for n, after in self._change_log if n > snapshot._changes]
+        if self._change_log and self._change_log[0][0] > snapshot._changes + 1:
+            return 0  # the log no longer covers the snapshot: nothing is known valid
+        limit = min(later, default=math.inf)
+        adopted = 0
+        for mine, theirs in (
+            (self._models, snapshot._models),
+            (self._raw_models, snapshot._raw_models),
+        ):
+            for c, model in theirs.items():
+                if c <= limit and c not in mine:
+                    mine[c] = model
+                    adopted += 1
+        return adopted
 
     def _index(self, node: Hashable) -> int:
         if node not in self._nodes:
