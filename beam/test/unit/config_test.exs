@@ -40,4 +40,15 @@ defmodule DSPEx.Clustering.ConfigTest do
       assert crossing < 1_000
     end
   end
+
+  test "library mode: no discovery strategies unless :discovery is set" do
+    Application.delete_env(:dspex_cluster, :discovery)
+    Application.put_env(:dspex_cluster, :profile, :development)
+    assert Config.get(:discovery) == [:epmd]
+    Application.put_env(:dspex_cluster, :mode, :library)
+    assert Config.get(:discovery) == []
+    assert DSPEx.Clustering.NodeDiscovery.options_from_config()[:strategies] == []
+    Application.put_env(:dspex_cluster, :discovery, [:epmd])
+    assert Config.get(:discovery) == [:epmd]
+  end
 end

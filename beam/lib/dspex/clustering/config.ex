@@ -38,6 +38,7 @@ defmodule DSPEx.Clustering.Config do
   | `:state_check_interval_ms` | 500 | 500 | how often the ConsistencyManager checks the group |
   | `:state_member_down_after_ms` | 10_000 | 30_000 | a member down this long is replaced |
   | `:state_form_after_ms` | 2_000 | 3_000 | a node waits this long before forming a group |
+  | `:mode` | `:node` | `:node` | `:library`: the application is a dependency of another one and its discovery strategies start only when `:discovery` is set explicitly (no strategies otherwise) |
   | `:metrics_port` | nil | nil | serve Prometheus `/metrics` on this port (`Metrics.HTTP`) |
   | `:metrics_bind` | `"127.0.0.1"` | `"0.0.0.0"` | address the metrics endpoint listens on |
   | `:eventual_tables` | `[:default]` | `[:default]` | eventual-state tables this node replicates |
@@ -148,14 +149,23 @@ defmodule DSPEx.Clustering.Config do
   @spec profile_defaults(:development | :production) :: map()
   def profile_defaults(profile), do: Map.fetch!(@profiles, profile)
 
-  @doc "The value of `key`: the node's app env if set, else the active profile's."
+  @doc """
+  The value of `key`: the node's app env if set, else the active profile's (in `:library`
+  mode, `:discovery` defaults to `[]`: a host application connects nodes itself unless it
+  configures discovery).
+  """
   @spec get(atom()) :: term()
   def get(key) do
     case Application.fetch_env(:dspex_cluster, key) do
       {:ok, value} -> value
-      :error -> Map.fetch!(profile_defaults(profile()), key)
+      :error when key == :discovery -> if library?(), do: [], else: profile_default(key)
+      :error -> profile_default(key)
     end
   end
+
+  defp profile_default(key), do: Map.fetch!(profile_defaults(profile()), key)
+
+  defp library?, do: Application.get_env(:dspex_cluster, :mode, :node) in [:library, "library"]
 
   @doc "All effective settings."
   @spec all() :: map()
