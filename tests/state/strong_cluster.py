@@ -7,18 +7,22 @@ import asyncio
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from beam_app import COOKIE, start_app_node
-from history import History, Op
-from otp import ErlNode, unique
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
 
-from dspex_cluster import Atom, Node
-from dspex_cluster.state import State, StateError, VersionMismatch
+from beam_app import COOKIE, start_app_node  # noqa: E402
+from history import History, Op  # noqa: E402
+from otp import ErlNode, unique  # noqa: E402
+
+from dspex_cluster import Atom, Node  # noqa: E402
+from dspex_cluster.state import State, StateError, VersionMismatch  # noqa: E402
 
 # strong by default, every node a voter; members are not replaced during a test run
 STRONG_ENV = {
@@ -96,6 +100,13 @@ class Workload:
     acked_increments: list[int] = field(default_factory=list)
     unknown_increments: int = 0
     _values: Any = field(default_factory=lambda: iter(range(1, 10**9)))
+    # keys of this workload only (a store may hold an earlier workload's keys): the checkers
+    # start from an absent register and a counter at 0
+    prefix: str = field(default_factory=lambda: unique("w"))
+
+    def __post_init__(self) -> None:
+        self.keys = [f"{self.prefix}-{k}" for k in self.keys]
+        self.counter_key = f"{self.prefix}-counter"
 
     async def run(self, seconds: float) -> None:
         stop = time.monotonic() + seconds
@@ -152,12 +163,12 @@ class Workload:
     async def _counter(self, stop: float) -> None:
         while time.monotonic() < stop:
             try:
-                entry = await self.state.get("counter")
+                entry = await self.state.get(self.counter_key)
             except StateError:
                 continue
             current, version = (0, None) if entry is None else entry
             try:
-                await self.state.cas("counter", version, current + 1)
+                await self.state.cas(self.counter_key, version, current + 1)
                 self.acked_increments.append(current + 1)
             except VersionMismatch:
                 pass

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.otp, pytest.mark.slow]
 
 def check(workload: Workload, final_counter: int) -> None:
     for key, ops in workload.by_key().items():
-        if key == "counter":
+        if key == workload.counter_key:
             continue
         assert check_register(ops), f"history of {key} is not linearizable ({len(ops)} ops)"
     ok, why = check_counter(final_counter, workload.acked_increments, workload.unknown_increments)
@@ -67,7 +67,7 @@ async def run_with_fault(epmd, fault: str) -> None:  # type: ignore[no-untyped-d
                 if op.result == "ok" and op.f != "get" and op.invoke > faulted_at + 3.5
             ]
             assert ops_after, f"no write committed in the last seconds after {fault}"
-            final = await state.get("counter")
+            final = await state.get(workload.counter_key)
             assert final is not None
             check(workload, final.value)
             survivor = next(n for n in nodes if n.proc.poll() is None and n is not target)
