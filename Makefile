@@ -8,7 +8,7 @@ STAMP := $(VENV)/.setup-done
 MIX_BUILD := beam/_build/.compiled
 OTP_LIBS := .cache/otp-libs/.stamp
 
-.PHONY: setup run test test-python test-beam check-newer-elixir lint format bench clean release
+.PHONY: setup run test test-python test-beam check-newer-elixir lint format bench fuzz clean release
 
 setup: $(STAMP) $(OTP_LIBS) $(MIX_BUILD) .ci/.ops-tools-ok
 
@@ -109,6 +109,11 @@ bench: setup
 	  $(PY) $$b --out reports/bench; rc=$$?; \
 	  if [ $$rc = 3 ]; then skipped="$$skipped $$b"; elif [ $$rc != 0 ]; then exit $$rc; fi; \
 	done; if [ -n "$$skipped" ]; then echo "==> skipped (data set absent, see above):$$skipped"; fi
+
+# Differential fuzzing of the C and pure codecs (make test runs a few seconds of it).
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	@$(PY) tests/etf/fuzz_etf.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) beam/_build reports .cache .ci/.otp-ok

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,12 +53,20 @@ class LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     def write_cookie(self, cookie: str) -> Path:
-        path = self.workdir / "cookie"
+        """The run's cookie in a private temporary directory (never among the logs, which are
+        kept after the run); stop_all removes it."""
+        secret_dir = Path(tempfile.mkdtemp(prefix="dspex-cookie-"))  # mode 0700
+        path = secret_dir / "cookie"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(cookie)
         self.cookie_file = path
         return path
+
+    def remove_cookie(self) -> None:
+        if self.cookie_file is not None:
+            shutil.rmtree(self.cookie_file.parent, ignore_errors=True)
+            self.cookie_file = None
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ, ERL_EPMD_PORT=str(self.epmd_port), **extra)
@@ -154,6 +163,7 @@ class LocalCluster:
             self.stop(name)
         self.stop("epmd", grace_s=1.0)
         self.children.clear()
+        self.remove_cookie()
 
 
 def _is_beam(pid: int) -> bool:
