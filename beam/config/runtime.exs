@@ -10,6 +10,8 @@ if strategies = System.get_env("DSPEX_DISCOVERY"),
   do: config(:dspex_cluster, discovery: Enum.map(split.(strategies), &String.to_atom/1))
 
 if hosts = System.get_env("DSPEX_HOSTS"), do: config(:dspex_cluster, hosts: split.(hosts))
+# nodes to stay connected to, beside what the discovery strategies find (bin/dspex-node --join)
+if join = System.get_env("DSPEX_JOIN"), do: config(:dspex_cluster, join: split.(join))
 if file = System.get_env("DSPEX_COOKIE_FILE"), do: config(:dspex_cluster, cookie_file: file)
 
 if caps = System.get_env("DSPEX_CAPABILITIES"),

@@ -151,6 +151,104 @@ defmodule DSPEx.Clustering.LauncherTest do
     end
   end
 
+  test "every node option, by flag and by environment variable, reaches the launched node" do
+    suffix = System.unique_integer([:positive])
+    cookie_file = Path.join(System.tmp_dir!(), "dspex_cookie_opts_#{suffix}")
+    File.write!(cookie_file, Atom.to_string(:erlang.get_cookie()))
+    File.chmod!(cookie_file, 0o600)
+    epmd_port = System.fetch_env!("ERL_EPMD_PORT")
+    me = Atom.to_string(node())
+
+    by_flag =
+      launch([
+        "--name",
+        "flags_#{suffix}",
+        "--cookie-file",
+        cookie_file,
+        "--join",
+        me,
+        "--epmd-port",
+        epmd_port,
+        "--net-ticktime",
+        "17",
+        "--profile",
+        "production",
+        "--discovery",
+        "static",
+        "--hosts",
+        "127.0.0.1,localhost",
+        "--capabilities",
+        "gpu",
+        "--capabilities",
+        "ssd",
+        "--hidden"
+      ])
+
+    by_env =
+      launch([],
+        DSPEX_NAME: "env_#{suffix}",
+        DSPEX_COOKIE_FILE: cookie_file,
+        DSPEX_JOIN: me,
+        ERL_EPMD_PORT: epmd_port,
+        DSPEX_NET_TICKTIME: "17",
+        DSPEX_PROFILE: "production",
+        DSPEX_DISCOVERY: "static",
+        DSPEX_HOSTS: "127.0.0.1,localhost",
+        DSPEX_CAPABILITIES: "gpu,ssd",
+        DSPEX_HIDDEN: "true"
+      )
+
+    on_exit(fn ->
+      for {_port, os_pid} <- [by_flag, by_env], do: PeerNode.signal(os_pid, "KILL")
+      File.rm(cookie_file)
+    end)
+
+    for {kind, {port, _os_pid}} <- [flag: by_flag, env: by_env] do
+      node = :"#{if kind == :flag, do: "flags", else: "env"}_#{suffix}@127.0.0.1"
+      # --join: it dials this node (we never dial it); --hidden: a hidden connection;
+      # --epmd-port: we found it through our private epmd
+      PeerNode.eventually(fn -> node in Node.list(:hidden) end, 60_000)
+      refute node in Node.list()
+
+      PeerNode.eventually(fn ->
+        call_while_booting(node, DSPEx.Clustering.Config, :profile, []) == :production
+      end)
+
+      assert :erpc.call(node, :net_kernel, :get_net_ticktime, []) == 17
+      assert :erpc.call(node, DSPEx.Clustering.Config, :get, [:capabilities]) == [:gpu, :ssd]
+      assert :erpc.call(node, DSPEx.Clustering.Config, :get, [:discovery]) == [:static]
+
+      assert :erpc.call(node, DSPEx.Clustering.Config, :get, [:hosts]) == [
+               "127.0.0.1",
+               "localhost"
+             ]
+
+      assert :erpc.call(node, Application, :get_env, [:dspex_cluster, :join]) == [me]
+      {:os_pid, os_pid} = Port.info(port, :os_pid)
+      :ok = PeerNode.signal(os_pid, "TERM")
+      assert_receive {^port, {:exit_status, 0}}, 20_000
+    end
+  end
+
+  # The launcher as a port; `env` on top of this test node's environment.
+  defp launch(args, env \\ []) do
+    env =
+      [{~c"MIX_ENV", ~c"dev"}, {~c"ERL_EPMD_PORT", false}] ++
+        for {k, v} <- env, do: {Atom.to_charlist(k), String.to_charlist(v)}
+
+    port =
+      Port.open({:spawn_executable, @launcher}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        env: Enum.uniq_by(Enum.reverse(env), &elem(&1, 0)),
+        args: args
+      ])
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    {port, os_pid}
+  end
+
   # A node is reachable before its application has started (its modules are undefined and its
   # servers missing until then), and `global` may briefly cut this test node off while the
   # launched nodes mesh with each other: all of it means "not yet" here; the caller polls again.

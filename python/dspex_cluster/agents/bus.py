@@ -25,6 +25,7 @@ from typing import Any
 from dspex_cluster import names
 from dspex_cluster.dist import flags as F
 from dspex_cluster.etf import Atom, Pid
+from dspex_cluster.nodeconfig import Backoff
 from dspex_cluster.runtime import Node
 from dspex_cluster.signals import Signal, valid_pattern
 
@@ -45,12 +46,15 @@ class ClusterBus:
         *,
         call_timeout: float = 2.0,
         retry_interval: float = 0.5,
+        max_retry_interval: float = 5.0,
         members_interval: float = 5.0,
     ) -> None:
         self.node = node
         self.known: list[Atom] = [Atom(n) for n in beam_nodes]  # failover candidates, in order
         self.call_timeout = call_timeout
         self.retry_interval = retry_interval
+        # no relay reachable: retry after 0.5, 1, 2 ... s (logged once per step), not every 0.5 s
+        self._backoff = Backoff(retry_interval, max(retry_interval, max_retry_interval))
         self.members_interval = members_interval
         self.relay: Atom | None = None  # the BEAM node whose relay holds our subscriptions
         self.subscriptions: dict[Pid, set[str]] = {}
@@ -189,25 +193,50 @@ class ClusterBus:
     async def _keep_relay(self) -> None:
         next_members = 0.0
         while True:
+            wait = self.retry_interval
             if self.relay is None:
-                await self._acquire_relay()
+                failures = await self._acquire_relay()
+                if self.relay is None:
+                    wait = self._backoff.next()
+                    tried = "; ".join(f"{n}: {why}" for n, why in failures)
+                    log.log(
+                        logging.WARNING if failures else logging.INFO,
+                        "no BEAM node for the signal relay yet (%s); retrying in %.1f s",
+                        tried[:500] or "none known",
+                        wait,
+                    )
+                else:
+                    self._backoff.reset()
             elif time.monotonic() >= next_members:
                 next_members = time.monotonic() + self.members_interval
                 await self._learn_members()
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.retry_interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
             except TimeoutError:
                 pass
 
-    async def _acquire_relay(self) -> None:
+    async def _connect(self, beam: Atom) -> str | None:
+        """None once connected to `beam`, else why not (for the one log line per retry step)."""
+        try:
+            await self.node._ensure_connection(beam)
+            return None
+        except (OSError, ConnectionError, TimeoutError, ValueError) as err:
+            why = str(err) or type(err).__name__
+            return why.removeprefix(f"cannot connect to {beam}: ")
+
+    async def _acquire_relay(self) -> list[tuple[Atom, str]]:
+        """Take the first usable relay; the candidates that failed, and why."""
+        failures: list[tuple[Atom, str]] = []
         # the nodes we were told or learnt about (connected ones first), then any BEAM peer
         connected = self._beam_connected()
         known = [n for n in connected if n in self.known]
         known += [n for n in self.known if n not in known]
         candidates = known + [n for n in connected if n not in known]
         for beam in candidates:
-            if not await self.node.connect(beam):
+            why = await self._connect(beam)
+            if why is not None:
+                failures.append((beam, why))
                 continue
             try:
                 for pid, patterns in list(self.subscriptions.items()):
@@ -215,6 +244,7 @@ class ClusterBus:
                         await self._relay_call(beam, (SUBSCRIBE, pattern, pid))
             except Exception as err:
                 log.info("relay on %s not usable: %s", beam, err)
+                failures.append((beam, f"relay not usable: {err!r:.200}"))
                 continue
             if beam not in self.known:
                 self.known.append(beam)
@@ -225,7 +255,8 @@ class ClusterBus:
             self.relay = beam
             self._relay_up.set()
             log.info("signals relayed by %s (%d subscribers)", beam, len(self.subscriptions))
-            return
+            return failures
+        return failures
 
     async def _learn_members(self) -> None:
         """Remember every BEAM member as a failover candidate."""

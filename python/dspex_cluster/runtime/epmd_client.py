@@ -33,21 +33,48 @@ class Registration:
 async def register(
     name: str, port: int, hidden: bool, epmd_port: int, host: str = "127.0.0.1", timeout: float = 5
 ) -> Registration:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, epmd_port), timeout)
+    """Register `name` with the local epmd. Every failure is an EPMDError whose message says in
+    one line what to do (start epmd, free the port, pick another name)."""
+    where = f"{host}:{epmd_port}"
+    not_epmd = (
+        f"is another program using port {epmd_port}? Give a free port in ERL_EPMD_PORT or "
+        "--epmd-port"
+    )
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, epmd_port), timeout)
+    except ConnectionRefusedError:
+        start = (
+            "epmd -daemon" if epmd_port == DEFAULT_EPMD_PORT else f"epmd -port {epmd_port} -daemon"
+        )
+        raise E.EPMDError(f"epmd is not running on {where}: start it with `{start}`") from None
+    except (OSError, TimeoutError) as err:
+        raise E.EPMDError(f"cannot reach epmd on {where}: {err or 'timed out'}") from None
     try:
         writer.write(E.alive2_request(port, name, hidden))
         buf = b""
         while (reply := E.parse_alive2_response(buf)) is None:
             chunk = await asyncio.wait_for(reader.read(64), timeout)
             if not chunk:
-                raise E.EPMDError("epmd closed the connection during ALIVE2")
+                raise E.EPMDError(f"the program on {where} closed the connection; {not_epmd}")
             buf += chunk
         result, creation = reply
         if result != 0:
-            raise E.EPMDError(f"epmd refused to register {name!r} (result {result}; name taken?)")
+            raise E.EPMDError(
+                f"the name {name!r} is in use: epmd on {where} already has a node of that name"
+            )
         if creation == 0:  # reserved (erl_ext_dist): no node may use it
             raise E.EPMDError("epmd answered creation 0, which is reserved")
         return Registration(writer, creation)
+    except E.EPMDError as err:
+        writer.close()
+        if "unexpected ALIVE2 reply" in str(err):
+            raise E.EPMDError(
+                f"the program on {where} does not answer as epmd; {not_epmd}"
+            ) from None
+        raise
+    except TimeoutError:
+        writer.close()
+        raise E.EPMDError(f"no answer from {where} within {timeout} s; {not_epmd}") from None
     except BaseException:
         writer.close()
         raise

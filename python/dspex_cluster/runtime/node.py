@@ -11,7 +11,6 @@ import logging
 import os
 import secrets
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -19,6 +18,7 @@ from dspex_cluster.dist import control as C
 from dspex_cluster.dist import flags as F
 from dspex_cluster.dist.framing import DEFAULT_MAX_FRAME, OFFLOAD_FRAME_BYTES, encode_frame
 from dspex_cluster.etf import NO_MESSAGE, Atom, ImproperList, Pid, Reference
+from dspex_cluster.nodeconfig import expand_node_name, read_cookie
 from dspex_cluster.runtime import epmd_client
 from dspex_cluster.runtime.atoms import ALIAS, GEN_CALL, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN
 from dspex_cluster.runtime.connection import DistConnection
@@ -32,19 +32,6 @@ log = logging.getLogger("dspex_cluster.runtime.node")
 
 _MAX_PID_ID = 1 << 15  # keep ids and serials in the classic ranges every OTP accepts
 _MAX_PID_SERIAL = 1 << 13
-
-
-def read_cookie(cookie_file: str | os.PathLike[str] | None = None) -> str:
-    """The cookie from `cookie_file`, else $ERLANG_COOKIE, else ~/.erlang.cookie."""
-    if cookie_file is not None:
-        return Path(cookie_file).read_text().strip()
-    env = os.environ.get("ERLANG_COOKIE")
-    if env:
-        return env.strip()
-    default = Path.home() / ".erlang.cookie"
-    if default.is_file():
-        return default.read_text().strip()
-    raise ValueError("no cookie given: pass cookie= or cookie_file=, or create ~/.erlang.cookie")
 
 
 class _PendingConnect:
@@ -81,11 +68,11 @@ class Node:
         max_frame: int = DEFAULT_MAX_FRAME,
         setup_time: float = 7.0,
     ) -> None:
-        if name.count("@") != 1 or not all(name.split("@")):
-            raise ValueError(f"node name must be name@host, got {name!r}")
+        name = expand_node_name(name)  # NodeNameError (a ValueError) says what is wrong
         self.name = Atom(name)
         self.alive, self.host = name.split("@")
-        self._cookie = cookie if cookie is not None else read_cookie(cookie_file)
+        # CookieError (a ValueError) when there is none; an explicit cookie= wins
+        self._cookie = read_cookie(None, cookie) if cookie is not None else read_cookie(cookie_file)
         self.hidden = hidden
         self.epmd_port = epmd_port if epmd_port is not None else epmd_client.default_epmd_port()
         self.flags = F.node_flags(hidden)
@@ -660,7 +647,9 @@ class Node:
             raise
         except Exception as err:
             if self._pending.get(node) is pending and pending.owner in (None, conn):
-                log.warning("cannot connect to %s: %s", node, err or type(err).__name__)
+                # INFO, as net_kernel says nothing: a caller that retries (the signal bus, a
+                # --join) reports a lasting failure once per back-off step, not every attempt
+                log.info("cannot connect to %s: %s", node, err or type(err).__name__)
                 self._fail_pending(node, pending, str(err) or type(err).__name__)
             # otherwise the peer's connection took over and settles `pending` itself
 

@@ -35,6 +35,8 @@ defmodule DSPEx.Clustering.NodeDiscovery do
     * `:history_limit` — events kept (default 500).
     * `:reject_backoff` — ms before a refused node is tried again (default 30_000); failed connects
       back off exponentially from 1 s to `:connect_backoff_max` (default 30_000).
+    * `:join` — nodes the operator named (`bin/dspex-node --join`): a failed connect to one of
+      them is logged as a warning (once per back-off step), to any other node at debug level.
     * `:name` — registered name (default `:dspex_node_discovery`); peers are asked under the same name.
 
   Example (`config/runtime.exs` or the supervisor):
@@ -147,10 +149,15 @@ defmodule DSPEx.Clustering.NodeDiscovery do
         {mod, opts} -> {mod, opts}
       end
 
+      # --join (app env :join): a static list beside the strategies, failures logged as warnings
+      join = env.(:join, [])
+      joined = if join == [], do: [], else: [{DSPEx.Clustering.Discovery.Static, nodes: join}]
+
       [
-        strategies: Enum.map(discovery, shorthand),
+        strategies: Enum.map(discovery, shorthand) ++ joined,
         interval: get.(:discovery_interval_ms, 5_000),
-        cluster_name: get.(:cluster_name, "dspex")
+        cluster_name: get.(:cluster_name, "dspex"),
+        join: Enum.map(join, &:"#{&1}")
       ]
     end
   end
@@ -282,6 +289,7 @@ defmodule DSPEx.Clustering.NodeDiscovery do
       history_limit: Keyword.get(opts, :history_limit, 500),
       reject_backoff: Keyword.get(opts, :reject_backoff, 30_000),
       connect_backoff_max: Keyword.get(opts, :connect_backoff_max, 30_000),
+      join: Keyword.get(opts, :join, []),
       strategies: Enum.map(Keyword.get(opts, :strategies, []), fn {m, _} -> m end),
       # runner id => MapSet of the nodes it proposed last
       discovered: %{},
@@ -423,7 +431,9 @@ defmodule DSPEx.Clustering.NodeDiscovery do
     failures = get_in(state.backoff, [n, :failures]) || 0
     delay = min(1_000 * Integer.pow(2, failures), state.connect_backoff_max)
     reason = if other == false, do: :connect_failed, else: {:connect_failed, other}
-    Logger.debug("discovery: cannot connect to #{n}, retry in #{delay} ms")
+    # a node the operator named (--join) is worth a warning; one per back-off step
+    level = if n in state.join, do: :warning, else: :debug
+    Logger.log(level, "discovery: cannot connect to #{n}, retry in #{delay} ms")
     put_backoff(state, n, delay, failures + 1, reason)
   end
 
