@@ -212,7 +212,9 @@ class ClusterBus:
                 await self._learn_members()
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), wait)
+                # not wait_for: on 3.11 it can swallow a cancel that meets a set event (gh-86296)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

@@ -79,7 +79,10 @@ class JoinKeeper:
             wait = (min(waits) - loop.time()) if waits else self.max_delay
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.05, wait))
+                # not wait_for: on 3.11 it can swallow a cancel that meets a set event (gh-86296),
+                # and this loop then outlives the node's stop
+                async with asyncio.timeout(max(0.05, wait)):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 
