@@ -95,6 +95,20 @@ defmodule DSPEx.Clustering.MigrationClusterTest do
     SignalBus.unsubscribe("cluster.migration.*")
   end
 
+  test "a large compressible state travels compressed and arrives whole", %{a: a, b: b} do
+    id = uniq()
+    {:ok, _} = Migration.start_agent(RecordingAgent, [id: id, pad_bytes: 500_000, pad: :zeros], a)
+    hash = Agent.call(id, :hash)
+    assert {:ok, %{state_bytes: bytes, steps_ms: %{checkpoint: _}}} = Migration.migrate(id, b)
+    assert bytes < 50_000
+    assert Agent.call(id, :hash) == hash
+    # random bytes do not compress: sent as they are
+    rid = uniq()
+    {:ok, _} = Migration.start_agent(RecordingAgent, [id: rid, pad_bytes: 500_000], a)
+    assert {:ok, %{state_bytes: rbytes}} = Migration.migrate(rid, b)
+    assert rbytes > 500_000
+  end
+
   test "a target that refuses or is unreachable leaves the agent where it was", %{a: a, b: b} do
     id = uniq()
     {:ok, _} = Migration.start_agent(RecordingAgent, [id: id], a)

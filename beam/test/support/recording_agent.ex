@@ -2,14 +2,20 @@ defmodule DSPEx.Test.RecordingAgent do
   @moduledoc """
   An agent for migration tests: records, per sender tag, every number it was sent (by
   `Agent.send/2` as `{:msg, tag, n}` or `Agent.call/3` as `{:msg, tag, n}`), carries a padding
-  binary of `pad_bytes` (the state size), and can be made slow to restore (`restore_sleep_ms`)
+  binary of `pad_bytes` (random, or zeros with `pad: :zeros`), and can be made slow to restore (`restore_sleep_ms`)
   so a test can kill the target while it restores.
   """
   use DSPEx.Clustering.Agent
 
   @impl true
   def init_agent(opts) do
-    pad = :crypto.strong_rand_bytes(Keyword.get(opts, :pad_bytes, 0))
+    size = Keyword.get(opts, :pad_bytes, 0)
+
+    pad =
+      if opts[:pad] == :zeros,
+        do: :binary.copy(<<0>>, size),
+        else: :crypto.strong_rand_bytes(size)
+
     {:ok, %{seen: %{}, pad: pad, count: 0}}
   end
 

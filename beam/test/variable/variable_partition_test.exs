@@ -21,7 +21,10 @@ defmodule DSPEx.Clustering.VariablePartitionTest do
   end
 
   defp cluster(env) do
-    peers = for p <- ~w(vp_x vp_a vp_b), do: PeerNode.start(p, env)
+    # global must not cut a-b while x is being cut off from both (with its default overlapping
+    # partition prevention it may, as a loses x a moment before b does): a clean two-way split
+    no_cut = [args: [~c"-kernel", ~c"prevent_overlapping_partitions", ~c"false"]]
+    peers = for p <- ~w(vp_x vp_a vp_b), do: PeerNode.start(p, env, no_cut)
     [x | rest] = peers
     for p <- rest, do: true = :erpc.call(x.node, Node, :connect, [p.node])
 

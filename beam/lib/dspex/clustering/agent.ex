@@ -48,7 +48,8 @@ defmodule DSPEx.Clustering.Agent do
   agent delivers every message once and in each sender's order even while messages reach it
   through two paths (forwarded by the old instance and sent straight to the new one).
   `checkpoint/1` (default: the whole state) and `restore/2` (default: the checkpoint is the
-  state) say what travels.
+  state) say what travels; the start options travel too (given to `restore/2`), as
+  `migrated_opts/1` trims them (default: all).
   """
 
   alias DSPEx.Clustering.{Action, Signal, SignalBus}
@@ -69,6 +70,7 @@ defmodule DSPEx.Clustering.Agent do
               {:reply, term(), term()} | {:noreply, term()}
   @callback checkpoint(state :: term()) :: term()
   @callback restore(checkpoint :: term(), opts :: keyword()) :: {:ok, term()} | {:error, term()}
+  @callback migrated_opts(opts :: keyword()) :: keyword()
   @optional_callbacks sense: 2, handle_event: 2, handle_request: 3
 
   @registry DSPEx.Clustering.AgentRegistry
@@ -100,7 +102,16 @@ defmodule DSPEx.Clustering.Agent do
       def checkpoint(state), do: state
       @impl DSPEx.Clustering.Agent
       def restore(checkpoint, _opts), do: {:ok, checkpoint}
-      defoverridable actions: 0, sensors: 1, routes: 0, child_spec: 1, checkpoint: 1, restore: 2
+      @impl DSPEx.Clustering.Agent
+      def migrated_opts(opts), do: opts
+
+      defoverridable actions: 0,
+                     sensors: 1,
+                     routes: 0,
+                     child_spec: 1,
+                     checkpoint: 1,
+                     restore: 2,
+                     migrated_opts: 1
     end
   end
 

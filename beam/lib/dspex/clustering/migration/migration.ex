@@ -8,8 +8,8 @@ defmodule DSPEx.Clustering.Migration do
       {:ok, _} = Migration.migrate({:variable, "lb.exploration"}, :"c@host")
 
   `migrate/3` pauses the agent (messages arriving meanwhile wait, in order), checkpoints its
-  state (`checkpoint/1` of its module, compressed above 64 KiB), transfers it and restores it
-  on the target (`restore/2`), validates the new instance (a health check), switches the
+  state (`checkpoint/1` of its module; above 64 KiB compressed, when a 64 KiB sample of it
+  shrinks by a fifth), transfers it and restores it on the target (`restore/2`), validates the new instance (a health check), switches the
   cluster-wide id to it, forwards the waiting messages and, for a grace period (`grace_ms`,
   default 500), any straggler that still reaches the old instance; then the old one stops.
   Each step publishes a signal: `cluster.migration.started | checkpointed | transferred |
@@ -25,7 +25,15 @@ defmodule DSPEx.Clustering.Migration do
 
   alias DSPEx.Clustering.Migration.{AgentSupervisor, Registry}
 
-  @type info :: %{pause_ms: float(), state_bytes: non_neg_integer(), node: node(), pid: pid()}
+  @typedoc "`steps_ms`: checkpoint, transfer_restore, validate, switch, forward."
+  @type info :: %{
+          pause_ms: float(),
+          state_bytes: non_neg_integer(),
+          node: node(),
+          pid: pid(),
+          steps_ms: map(),
+          forwarded: non_neg_integer()
+        }
 
   @doc "Moves agent `id` to `target_node` with its state."
   @spec migrate(Registry.id(), node(), keyword()) :: {:ok, info()} | {:error, term()}

@@ -29,15 +29,36 @@ defmodule DSPEx.Clustering.Migration.Source do
 
     with :ok <- check(id, target),
          {:ok, blob} <- checkpoint(module, state, meta),
+         t_checkpoint = System.monotonic_time(:microsecond),
          _ = signal("checkpointed", Map.put(info, :state_bytes, byte_size(blob))),
          {:ok, pid} <- transfer(target, blob, timeout),
+         t_transfer = System.monotonic_time(:microsecond),
          _ = signal("transferred", Map.put(info, :pid, pid)),
          mref = Process.monitor(pid),
          :ok <- validate(pid, mref, timeout) do
+      t_validate = System.monotonic_time(:microsecond)
       :yes = Registry.switch(id, pid)
+      t_switch = System.monotonic_time(:microsecond)
       forwarded = forward_pending(pid, mref, [])
-      pause_ms = (System.monotonic_time(:microsecond) - t0) / 1000
-      result = %{pause_ms: pause_ms, state_bytes: byte_size(blob), node: target, pid: pid}
+      t_end = System.monotonic_time(:microsecond)
+
+      steps = %{
+        checkpoint: (t_checkpoint - t0) / 1000,
+        transfer_restore: (t_transfer - t_checkpoint) / 1000,
+        validate: (t_validate - t_transfer) / 1000,
+        switch: (t_switch - t_validate) / 1000,
+        forward: (t_end - t_switch) / 1000
+      }
+
+      result = %{
+        pause_ms: (t_end - t0) / 1000,
+        state_bytes: byte_size(blob),
+        node: target,
+        pid: pid,
+        steps_ms: steps,
+        forwarded: length(forwarded)
+      }
+
       GenServer.reply(from, {:ok, result})
       signal("completed", Map.merge(info, Map.delete(result, :pid)))
       grace(id, pid, mref, forwarded, opts, info)
@@ -56,7 +77,7 @@ defmodule DSPEx.Clustering.Migration.Source do
   defp check(_id, _target), do: :ok
 
   defp checkpoint(module, state, meta) do
-    opts = Keyword.drop(meta.opts, [:restore_checkpoint, :restore_seq])
+    opts = module.migrated_opts(Keyword.drop(meta.opts, [:restore_checkpoint, :restore_seq]))
 
     term = %{
       module: module,
@@ -65,14 +86,19 @@ defmodule DSPEx.Clustering.Migration.Source do
       opts: opts
     }
 
-    blob =
-      if :erlang.external_size(term) > @compress_above,
-        do: :erlang.term_to_binary(term, compressed: 1),
-        else: :erlang.term_to_binary(term)
-
-    {:ok, blob}
+    plain = :erlang.term_to_binary(term)
+    {:ok, if(compressible?(plain), do: :erlang.term_to_binary(term, compressed: 1), else: plain)}
   catch
     kind, reason -> {:error, {:checkpoint_failed, {kind, reason}}}
+  end
+
+  # Large and compressible: a 64 KiB sample must shrink by a fifth (random bytes do not, and
+  # zlib would then cost ~40 ms a MiB for nothing).
+  defp compressible?(plain) when byte_size(plain) <= @compress_above, do: false
+
+  defp compressible?(plain) do
+    sample = binary_part(plain, div(byte_size(plain), 2) - 32_768, 65_536)
+    byte_size(:zlib.compress(sample)) < 0.8 * 65_536
   end
 
   defp transfer(target, blob, timeout) do

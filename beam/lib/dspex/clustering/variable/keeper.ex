@@ -27,6 +27,7 @@ defmodule DSPEx.Clustering.Variable.Keeper do
   @name :dspex_variable_keeper
   @group :dspex_variable_keepers
   @check_ms 500
+  @max_backoff_ms 30_000
 
   @doc false
   def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: @name)
@@ -67,7 +68,7 @@ defmodule DSPEx.Clustering.Variable.Keeper do
     :ok = SignalBus.subscribe("cluster.variable.sync")
     :ok = :net_kernel.monitor_nodes(true)
     Process.send_after(self(), :check, @check_ms)
-    {:ok, %{vars: %{}, subs: %{}, mons: %{}}}
+    {:ok, %{vars: %{}, subs: %{}, mons: %{}, restarter: nil, backoff: %{}}}
   end
 
   @impl true
@@ -122,6 +123,25 @@ defmodule DSPEx.Clustering.Variable.Keeper do
   end
 
   def handle_info(:check_once, s), do: {:noreply, restart_orphans(s)}
+
+  def handle_info({:restarted, results}, s) do
+    now = System.monotonic_time(:millisecond)
+
+    backoff =
+      Enum.reduce(results, s.backoff, fn
+        {name, :ok}, acc ->
+          Map.delete(acc, name)
+
+        {name, :error}, acc ->
+          delay = min(2 * elem(Map.get(acc, name, {0, 500}), 1), @max_backoff_ms)
+          Map.put(acc, name, {now + delay, delay})
+      end)
+
+    {:noreply, %{s | backoff: backoff}}
+  end
+
+  def handle_info({:DOWN, ref, :process, _pid, _}, %{restarter: ref} = s),
+    do: {:noreply, %{s | restarter: nil}}
 
   def handle_info({:DOWN, _ref, :process, pid, _}, s) do
     subs = Map.new(s.subs, fn {name, m} -> {name, Map.delete(m, pid)} end)
@@ -331,28 +351,60 @@ defmodule DSPEx.Clustering.Variable.Keeper do
 
   # -- restarts ---------------------------------------------------------------------------------
 
+  # Restarting may wait (a strong variable reads the State; registering takes a :global lock),
+  # so it runs in a process of its own, one batch at a time, with a backoff per variable that
+  # could not be restarted: the keeper itself never blocks on it.
+  defp restart_orphans(%{restarter: ref} = s) when ref != nil, do: s
+
   defp restart_orphans(s) do
     keepers = keeper_nodes()
+    now = System.monotonic_time(:millisecond)
 
-    for {name, %{deleted: false, spec: %{coordination_scope: :cluster}} = e} <- s.vars,
-        keepers != [],
-        Enum.at(keepers, :erlang.phash2(name, length(keepers))) == node(),
-        Registry.whereis({:variable, name}) == nil do
-      opts = [id: {:variable, name}, variable: name, spec: e.spec, value: e.value, resume: e]
+    orphans =
+      for {name, %{deleted: false, spec: %{coordination_scope: :cluster}} = e} <- s.vars,
+          keepers != [],
+          Enum.at(keepers, :erlang.phash2(name, length(keepers))) == node(),
+          due?(s.backoff, name, now),
+          Registry.whereis({:variable, name}) == nil,
+          do: {name, e}
 
-      case AgentSupervisor.start_child(Server, opts) do
-        {:ok, _pid} ->
-          Logger.info(
-            "variable #{inspect(name, limit: 5)} restarted here at version #{e.version}"
-          )
+    if orphans == [] do
+      s
+    else
+      keeper = self()
 
-        {:error, reason} ->
-          Logger.debug(
-            "variable #{inspect(name, limit: 5)} not restarted: #{inspect(reason, limit: 5)}"
-          )
-      end
+      {_pid, ref} =
+        spawn_monitor(fn -> send(keeper, {:restarted, Enum.map(orphans, &restart/1)}) end)
+
+      %{s | restarter: ref}
     end
+  end
 
-    s
+  # (monotonic time may be negative: no default "time 0")
+  defp due?(backoff, name, now) do
+    case backoff do
+      %{^name => {next, _delay}} -> next <= now
+      _ -> true
+    end
+  end
+
+  defp restart({name, e}) do
+    opts = [id: {:variable, name}, variable: name, spec: e.spec, value: e.value, resume: e]
+
+    case AgentSupervisor.start_child(Server, opts) do
+      {:ok, _pid} ->
+        Logger.info("variable #{inspect(name, limit: 5)} restarted here at version #{e.version}")
+        {name, :ok}
+
+      {:error, {:already_started, _}} ->
+        {name, :ok}
+
+      {:error, reason} ->
+        Logger.debug(
+          "variable #{inspect(name, limit: 5)} not restarted: #{inspect(reason, limit: 5)}"
+        )
+
+        {name, :error}
+    end
   end
 end

@@ -77,6 +77,18 @@ defmodule DSPEx.Clustering.Variable.Server do
   defp resumed_history(%{history: [{v, _, _} | _] = history}, %{version: v}), do: history
   defp resumed_history(_, _), do: nil
 
+  # The history's newest entry is always the current value: it travels once, not twice.
+  @impl true
+  def checkpoint(st), do: Map.update!(st, :history, &tl/1)
+
+  @impl true
+  def restore(cp, _opts),
+    do: {:ok, Map.update!(cp, :history, &[{cp.version, cp.value, cp.stamp} | &1])}
+
+  # The initial value and the keeper's replica served the first start only.
+  @impl true
+  def migrated_opts(opts), do: Keyword.drop(opts, [:value, :resume])
+
   @impl true
   def handle_request(:get, _from, st), do: {:reply, {:ok, st.value, st.version}, st}
 
