@@ -27,10 +27,12 @@ defmodule DSPEx.Clustering.State.Replica do
   `eventual_anti_entropy_ms` the replica pings up to `eventual_fanout` random peers with a root
   digest (the sum of per-key digests, kept incrementally); a peer whose root differs answers
   with its per-key digests, both send each other the keys that differ, and both join the
-  other's `seen`. A replica that newly appears in the group (a node joining late, or a
-  partition healing) is pinged at once, and a replica that an exchange changed pings its
+  other's `seen` (an exchange costs O(keys): fine for tables of thousands of keys). A replica
+  that newly appears in the group (a node joining late, or a partition healing) is pinged at
+  once by the side with the smaller name, and a replica that an exchange changed pings its
   peers again 20 ms later (not a round later), so what one side of a healed partition learnt
-  reaches the rest of it without waiting for the next round.
+  reaches the rest of it without waiting for the next round. Conflict signals are built only
+  when someone subscribes to `cluster.consistency.conflict`.
 
   ## Tombstones and their GC
   A delete leaves the key's context with no entries (the tombstone). Every replica reports its
@@ -54,6 +56,7 @@ defmodule DSPEx.Clustering.State.Replica do
   @type version :: %{stamp: HLC.stamp(), context: KeyState.context()}
 
   @drift_log_every_ms 10_000
+  @conflict_signal "cluster.consistency.conflict"
   # after an anti-entropy exchange changed this replica, ping the others this soon (coalesced)
   @follow_up_ms 20
 
@@ -349,7 +352,8 @@ defmodule DSPEx.Clustering.State.Replica do
 
   def handle_info({ref, :join, _group, pids}, state) when is_reference(ref) do
     new = Enum.reject(pids, &(&1 == self()))
-    Enum.each(new, &ping(&1, state))
+    # both sides see the join: one exchange per pair is enough (the other side starts it)
+    new |> Enum.filter(&({node(), self()} < {node(&1), &1})) |> Enum.each(&ping(&1, state))
     {:noreply, %{state | peers: Enum.into(new, state.peers)}}
   end
 
@@ -434,9 +438,12 @@ defmodule DSPEx.Clustering.State.Replica do
       node: node()
     }
 
-    with {:ok, signal} <-
-           Signal.new("cluster.consistency.conflict", data, source: "state", priority: :medium),
-         do: SignalBus.publish(signal)
+    # building a signal costs more than the merge: only when someone listens
+    if SignalBus.subscribers_for(@conflict_signal) != [] do
+      with {:ok, signal} <-
+             Signal.new(@conflict_signal, data, source: "state", priority: :medium),
+           do: SignalBus.publish(signal)
+    end
 
     bump(state, :conflicts)
   end
