@@ -405,7 +405,7 @@ def _node_command(args: argparse.Namespace) -> int:
 
 def _agent_node_command(args: argparse.Namespace) -> int:
     try:
-        from dspex_cluster.cluster import run_agent_node
+        from dspex_cluster.cluster import AgentSettings, run_agent_node
     except ModuleNotFoundError as err:  # scipy is the optional `skills` extra
         print(
             f"{PROG}: agent-node needs the numeric skills ({err.name} is missing): "
@@ -443,6 +443,7 @@ def _agent_node_command(args: argparse.Namespace) -> int:
                 http_host=args.http_host,
                 on_ready=on_ready,
                 dist_port=args.dist_port,
+                settings=AgentSettings(state_dir=args.state_dir),
             )
         )
         try:
@@ -526,6 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(agent, top=False)
     _add_node_options(agent, "agent-node")
+    agent.add_argument(
+        "--state-dir",
+        default=None,
+        help="keep the agents' learned state under DIR/<node name>/ for warm restarts "
+        "(default $DSPEX_STATE_DIR; neither: start cold)",
+    )
     agent.set_defaults(func=_agent_node_command)
 
     plat = sub.add_parser(

@@ -79,6 +79,7 @@ from dspex_cluster import signals
 from dspex_cluster.agents import Action, Agent, FunctionSensor, Param, Sensor
 from dspex_cluster.agents.skill import Route
 from dspex_cluster.cluster.terms import as_mapping, dig, number
+from dspex_cluster.cluster.warm import WarmAgent
 from dspex_cluster.etf import Atom
 from dspex_cluster.names import CLUSTERING_MODULE, FAILURE_PREDICTOR
 from dspex_cluster.runtime import Caller
@@ -191,7 +192,7 @@ def growth(
     return exhaustion(points, horizon, limit=last + max(last, min_growth))
 
 
-class FailurePredictor(Agent):
+class FailurePredictor(WarmAgent, Agent):
     def __init__(self, config: FailureConfig | None = None, **kwargs: Any) -> None:
         super().__init__(FAILURE_PREDICTOR, **kwargs)
         self.config = config or FailureConfig()
@@ -206,6 +207,29 @@ class FailurePredictor(Agent):
         self.refits = 0  # background refits finished
         self.refit_seconds = 0.0  # the last one's duration
         self._new_hazard(-math.inf)
+        self._warm_start()
+
+    # -- warm restarts (cluster/warm.py): the failure history ------------------------------------
+
+    def warm_version(self) -> Any:
+        return (len(self.failure_log), len(self.first_seen), self.hazard_since)
+
+    def warm_state(self) -> dict[str, Any]:
+        return {
+            "since": self.hazard_since,
+            "first_seen": {str(n): t for n, t in self.first_seen.items()},
+            "failures": [[str(n), down, back] for n, down, back in self.failure_log],
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        first = {Atom(n): float(t) for n, t in state["first_seen"].items()}
+        failures = [(Atom(n), float(d), float(b)) for n, d, b in state["failures"]]
+        self.first_seen, self.failure_log = first, failures
+        self._new_hazard(float(state["since"]))
+        for node, t in first.items():  # nodes that never failed are not in the failure log
+            if node not in self.first_seen:
+                self.first_seen[node] = t
+                self.hazard.add_node(node, since_ts=max(t, self.hazard_since))
 
     async def _main(self) -> None:
         try:
@@ -246,7 +270,10 @@ class FailurePredictor(Agent):
         ]
 
     def sensors(self) -> list[Sensor]:
-        return [FunctionSensor("predict", self.config.check_interval_s, self.check)]
+        return [
+            FunctionSensor("predict", self.config.check_interval_s, self.check),
+            *self._checkpoint_sensor(),
+        ]
 
     def actions(self) -> list[Action]:
         return [

@@ -47,6 +47,7 @@ from dspex_cluster.agents.sensor import Sensor
 from dspex_cluster.agents.skill import Route, Skill
 from dspex_cluster.cluster.knobs import Knob, KnobSensor
 from dspex_cluster.cluster.terms import as_mapping, number
+from dspex_cluster.cluster.warm import WarmAgent
 from dspex_cluster.etf import Atom
 from dspex_cluster.names import HEALTH_MONITOR
 from dspex_cluster.runtime import Caller
@@ -106,6 +107,7 @@ class HealthPolicy:
     knob_retry_s: float = 2.0
     knob_feedback_interval_s: float = 5.0
     baseline_rows: int = 120
+    warm_rows: int = 1000  # reports per node saved for a warm restart (replayed on restore)
     # detector settings for short live histories (see AnomalyDetector)
     detector: dict[str, Any] = field(
         default_factory=lambda: {
@@ -141,6 +143,7 @@ class NodeHealth:
         self.policy = policy
         self.detector = AnomalyDetector(len(names), feature_names=names, **policy.detector)
         self.window: deque[np.ndarray] = deque(maxlen=policy.baseline_rows)
+        self.recent: deque[np.ndarray] = deque(maxlen=policy.warm_rows)  # for warm restarts
         self.floors = np.array([FLOORS.get(n, 1e-9) for n in names])
         self.rows = 0
         self.score = 0.0
@@ -158,6 +161,7 @@ class NodeHealth:
 
     def update(self, values: dict[str, float]) -> float:
         row = np.array([values.get(n, np.nan) for n in self.names])
+        self.recent.append(row)
         self.rarity = self.detector.update(row)
         self.shares = self.detector.explain()
         self.values = values
@@ -308,10 +312,39 @@ class AnomalySkill(Skill):
         return {Atom("nodes"): len(self.nodes)}
 
 
-class HealthMonitor(Agent):
+class HealthMonitor(WarmAgent, Agent):
+    """The health monitor agent; its warm state is each node's last `warm_rows` reports,
+    replayed through a fresh detector on restore (the same baselines when a node has sent no
+    more than `warm_rows` reports, the most recent ones otherwise)."""
+
     def __init__(self, policy: HealthPolicy | None = None, **kwargs: Any) -> None:
         self.anomaly = AnomalySkill(policy)
         super().__init__(HEALTH_MONITOR, skills=[self.anomaly], **kwargs)
+
+    def setup(self) -> None:
+        self._warm_start()
+
+    def sensors(self) -> list[Sensor]:
+        return self._checkpoint_sensor()
+
+    def warm_version(self) -> Any:
+        return sum(h.rows for h in self.anomaly.nodes.values())
+
+    def warm_state(self) -> dict[str, Any]:
+        return {
+            str(node): {"names": h.names, "rows": np.array(h.recent).reshape(-1, len(h.names))}
+            for node, h in self.anomaly.nodes.items()
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        nodes: dict[Atom, NodeHealth] = {}
+        for node, saved in state.items():
+            names = [str(n) for n in saved["names"]]
+            h = NodeHealth(names, self.anomaly.policy)
+            for row in np.asarray(saved["rows"], dtype=np.float64).reshape(-1, len(names)):
+                h.update({n: float(v) for n, v in zip(names, row, strict=True) if np.isfinite(v)})
+            nodes[Atom(node)] = h
+        self.anomaly.nodes = nodes
 
     async def handle_request(self, request: Any, caller: Caller) -> Any:
         if request == "scores":

@@ -92,6 +92,7 @@ from dspex_cluster.cluster.constraints import Filter, merged_constraints
 from dspex_cluster.cluster.knobs import Knob, KnobSensor
 from dspex_cluster.cluster.terms import as_mapping, number
 from dspex_cluster.cluster.view import ClusterView, NodeState
+from dspex_cluster.cluster.warm import WarmAgent
 from dspex_cluster.etf import Atom
 from dspex_cluster.names import CLUSTERING_MODULE, LOAD_BALANCER
 from dspex_cluster.runtime import Caller
@@ -129,7 +130,7 @@ class LoadBalancerConfig:
     knob_feedback_interval_s: float = 5.0
 
 
-class LoadBalancer(Agent):
+class LoadBalancer(WarmAgent, Agent):
     def __init__(self, config: LoadBalancerConfig | None = None, **kwargs: Any) -> None:
         super().__init__(LOAD_BALANCER, **kwargs)
         self.config = config or LoadBalancerConfig()
@@ -158,6 +159,29 @@ class LoadBalancer(Agent):
         self._hot: dict[Atom, int] = {}
         self._last_rebalance: dict[Atom, float] = {}
         self.rebalances: list[Signal] = []
+        self._warm_start()
+
+    # -- warm restarts (cluster/warm.py): the learned node speeds ---------------------------------
+
+    def warm_version(self) -> Any:
+        return (self.model._obs, len(self.index))  # what outcomes taught, not decisions since
+
+    def warm_state(self) -> dict[str, Any]:
+        return {
+            "nodes": [str(n) for n in self._row_node],
+            "schedulers": {str(n): v for n, v in self.schedulers.items()},
+            "model": self.model.state(),
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        nodes = [Atom(n) for n in state["nodes"]]
+        model = state["model"]
+        if not isinstance(model, dict) or len(set(nodes)) != len(nodes):
+            raise ValueError("malformed load balancer state")
+        self.schedulers.update({Atom(n): float(v) for n, v in state["schedulers"].items()})
+        for node in nodes:
+            self._row(node)
+        self.model.restore(model)
 
     # -- agent wiring --------------------------------------------------------------------------
 
@@ -177,7 +201,7 @@ class LoadBalancer(Agent):
         if c.exploration_variable:
             knobs = KnobSensor([self.exploration], c.knob_retry_s, c.knob_feedback_interval_s)
             sensors.append(knobs)
-        return sensors
+        return sensors + self._checkpoint_sensor()
 
     def actions(self) -> list[Action]:
         return [

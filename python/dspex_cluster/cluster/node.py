@@ -22,13 +22,14 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from dspex_cluster.agents import ClusterBus, HostVitalsSensor
 from dspex_cluster.cluster.failure_predictor import FailureConfig, FailurePredictor
 from dspex_cluster.cluster.health_monitor import HealthMonitor, HealthPolicy
 from dspex_cluster.cluster.load_balancer import LoadBalancer, LoadBalancerConfig
 from dspex_cluster.cluster.performance import PerformanceAgent, PerformanceConfig
+from dspex_cluster.cluster.warm import WarmAgent, default_store
 from dspex_cluster.etf import Atom
 from dspex_cluster.names import EXPOSED_MODULE, PYTHON_AGENT_NAMES
 from dspex_cluster.runtime import Node
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from dspex_cluster.ops import OpsServer
 
 log = logging.getLogger("dspex_cluster.cluster")
+WarmAgentT = TypeVar("WarmAgentT", bound=WarmAgent)
 
 
 @dataclass
@@ -48,6 +50,10 @@ class AgentSettings:
     failure: FailureConfig = field(default_factory=FailureConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     host_vitals_interval_s: float | None = 2.0  # None: do not report this host's vitals
+    # warm restarts (cluster/warm.py): learned state kept under <state_dir>/<node name>/;
+    # None: $DSPEX_STATE_DIR, and when that is unset too the agents start cold, saving nothing
+    state_dir: str | None = None
+    checkpoint_interval_s: float = 5.0
 
 
 @dataclass
@@ -111,14 +117,21 @@ async def start_agent_node(
     try:
         bus = ClusterBus(node, list(join))
         bus.start()
-        lb = LoadBalancer(s.load_balancer, bus=bus)
+        store = default_store(str(node.name), s.state_dir)
+
+        def warm(agent: WarmAgentT) -> WarmAgentT:
+            agent.warm_store = store
+            agent.checkpoint_interval_s = s.checkpoint_interval_s
+            return agent
+
+        lb = warm(LoadBalancer(s.load_balancer, bus=bus))
         await node.spawn(lb, name=lb.name)
         sensors = []
         if s.host_vitals_interval_s:
             sensors.append(HostVitalsSensor(s.host_vitals_interval_s))
-        health = HealthMonitor(s.health, bus=bus, sensors=sensors)
+        health = warm(HealthMonitor(s.health, bus=bus, sensors=sensors))
         await node.spawn(health, name=health.name)
-        failure = FailurePredictor(s.failure, bus=bus)
+        failure = warm(FailurePredictor(s.failure, bus=bus))
         await node.spawn(failure, name=failure.name)
         perf = PerformanceAgent(s.performance, load_balancer=lb, bus=bus)
         await node.spawn(perf, name=perf.name)

@@ -346,6 +346,29 @@ class PlacementModel:
             self._resize(int(n_nodes))
 
     # ---- state -------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything learned, as plain values and arrays (see `restore`): saved by warm agents."""
+        out: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if isinstance(value, np.random.Generator):
+                out[key] = {"bit_generator": value.bit_generator.state}
+            elif isinstance(value, (bool, int, float, np.ndarray)):
+                out[key] = value.copy() if isinstance(value, np.ndarray) else value
+        return out
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Become the model `state()` was taken from (same estimates, same random draws next)."""
+        for key, value in state.items():
+            current = getattr(self, key, None)
+            if isinstance(current, np.random.Generator):
+                current.bit_generator.state = value["bit_generator"]
+            elif isinstance(value, (bool, int, float)):
+                setattr(self, key, value)
+            elif isinstance(value, np.ndarray):
+                setattr(self, key, np.asarray(value, dtype=np.float64).copy())
+            else:
+                raise ValueError(f"unexpected state entry {key!r}")
+
     def _resize(self, n: int) -> None:
         old = self._n
         if n <= old:
