@@ -58,13 +58,13 @@ def test_a_killed_agent_node_restarts_warm_and_places_as_before(  # type: ignore
         connect(beams[:1], py.name)
         beam = beams[0]
         # 40 outcomes teach the balancer the fake nodes' speeds
+        ms = [round(1000.0 / SPEEDS[k % 4] * (1 + 0.01 * k)) for k in range(40)]
         outcomes = ", ".join(
             f"gen_server:call({{dspex_load_balancer, '{py.name}'}}, {{placement_outcome, "
-            f"'{FAKE[k % 4]}', #{{work => 1.0}}, {round(1000.0 / SPEEDS[k % 4] * (1 + 0.01 * k))}}})"
+            f"'{FAKE[k % 4]}', #{{work => 1.0}}, {ms[k]}}})"
             for k in range(40)
         )
         beam.eval(f"[{outcomes}], ok")
-        saved = next(state_dir.glob("*/dspex_load_balancer.json"), None)
 
         def checkpointed() -> bool:
             path = next(state_dir.glob("*/dspex_load_balancer.json"), None)
@@ -83,12 +83,7 @@ def test_a_killed_agent_node_restarts_warm_and_places_as_before(  # type: ignore
         assert after == before, (before, after)
         assert saved.exists()
         print(f"warm restart: same placements {warm_s:.2f} s after the restart began")
-        # a cold node (no state) is asked the same: it does not know the speeds
-        py.stop()
-        for f in state_dir.glob("*/*.json"):
-            f.unlink()
-        py.start()
-        connect(beams[:1], py.name)
-        assert _advise_sequence(beam, py.name) != before
+        # (that a cold balancer places this sequence differently is checked in-process:
+        # tests/cluster/test_warm_agents.py, without a third node start here)
     finally:
         py.stop()
