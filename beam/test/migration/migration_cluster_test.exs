@@ -109,6 +109,34 @@ defmodule DSPEx.Clustering.MigrationClusterTest do
     assert rbytes > 500_000
   end
 
+  test "kill -9 of the target after the switch, in the grace period: the source takes the " <>
+         "agent back and replays what it had forwarded",
+       %{a: a} do
+    victim = PeerNode.start("mig_late")
+    id = uniq()
+    {:ok, _} = Migration.start_agent(RecordingAgent, [id: id, restore_sleep_ms: 500], a)
+    for i <- 1..100, do: :ok = Agent.send(id, {:msg, :l, i})
+    :ok = SignalBus.subscribe("cluster.migration.*")
+    mig = Task.async(fn -> Migration.migrate(id, victim.node, grace_ms: 5_000) end)
+    assert_receive {:signal, %{type: "cluster.migration.checkpointed"}}, 5_000
+    # the agent is paused (its target restoring for 500 ms): these wait in its mailbox
+    for i <- 101..200, do: :ok = Agent.send(id, {:msg, :l, i})
+    assert_receive {:signal, %{type: "cluster.migration.completed", data: data}}, 10_000
+    assert {:ok, %{forwarded: forwarded}} = Task.await(mig)
+    assert forwarded > 0 and data.target == victim.node
+    PeerNode.signal(victim.os_pid, "KILL")
+
+    assert_receive {:signal,
+                    %{type: "cluster.migration.rolled_back", data: %{after_switch: true}}},
+                   10_000
+
+    PeerNode.eventually(fn -> Migration.where(id) == a end)
+    check_history(id, [:l], 200)
+    PeerNode.stop(victim)
+  after
+    SignalBus.unsubscribe("cluster.migration.*")
+  end
+
   test "a target that refuses or is unreachable leaves the agent where it was", %{a: a, b: b} do
     id = uniq()
     {:ok, _} = Migration.start_agent(RecordingAgent, [id: id], a)
