@@ -42,6 +42,8 @@ def test_wheel_builds_with_c_extension_and_runs_in_a_fresh_venv(tmp_path: Path) 
             "wheel",
             "-q",
             "--no-deps",
+            # the backend pyproject.toml names is in this venv (test extra): no build env to fetch
+            "--no-build-isolation",
             "-w",
             wheels,
             src,
