@@ -272,6 +272,37 @@ def test_dashboard_shows_a_killed_node_down(ops_cluster) -> None:  # type: ignor
             timeout=10,
         )
 
+        # a Cognitive Variable is shown and edited through the page, validated by the variable
+        var = "Elixir.DSPEx.Clustering.Variable"
+        started = c.beams[0].eval(
+            f"'{var}':start(<<\"ops.alpha\">>, [{{type, float}}, {{range, {{0.0, 1.0}}}}, "
+            "{value, 0.1}])"
+        )
+        assert started[0] == "ok", started
+        row = 'tr[data-variable="ops.alpha"]'
+
+        def set_from_page(text: str) -> str:
+            field = browser.find_element(By.CSS_SELECTOR, f"{row} input.new-value")
+            field.clear()
+            field.send_keys(text)
+            browser.find_element(By.CSS_SELECTOR, f"{row} button.set").click()
+            return wait_for(
+                lambda: (
+                    (t := browser.find_element(By.ID, "variable-result").text)
+                    and t.startswith("ops.alpha")
+                    and t
+                ),
+                timeout=10,
+            )
+
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, row), timeout=10)
+        assert "version 2" in set_from_page("0.5")
+        assert c.beams[1].eval(f"'{var}':get(<<\"ops.alpha\">>)") == ("ok", 0.5, 2)
+        refused = set_from_page("5.0")  # out of its range: the variable refuses it
+        assert "refused" in refused and "invalid_value" in refused
+        assert c.beams[1].eval(f"'{var}':get(<<\"ops.alpha\">>)") == ("ok", 0.5, 2)
+        wait_for(lambda: browser.find_element(By.CSS_SELECTOR, f"{row} td.version").text == "2")
+
         os.kill(victim.proc.pid, signal.SIGKILL)
         killed = time.monotonic()
         wait_for(lambda: status(victim.name) == "down", timeout=DETECTION_S, every=0.05)

@@ -34,6 +34,7 @@ SERIES_POINTS = 180  # per node and series: three minutes at one point a second
 SIGNALS_KEPT = 200
 MAX_TEXT = 300  # characters of a signal's data shown
 CLIENT_QUEUE = 256
+MAX_VARIABLES = 50
 
 
 def jsonable(term: Any, depth: int = 0) -> Any:
@@ -92,6 +93,9 @@ class DashboardState:
         self.state_status: Any = None
         self.state_checked = 0.0
         self.advisor: dict[str, Any] = {}
+        self.variables: list[dict[str, Any]] = []
+        self._variable_names: dict[str, Any] = {}  # shown name -> the name term on the BEAM
+        self._atom_valued: set[str] = set()  # variables whose value is an atom
         self.anomaly: dict[str, deque[tuple[float, float]]] = {}
         self.failure: dict[str, deque[tuple[float, float]]] = {}
         self.signals: deque[dict[str, Any]] = deque(maxlen=SIGNALS_KEPT)
@@ -153,6 +157,7 @@ class DashboardState:
                     beam, "Elixir.DSPEx.Clustering.PythonAdvisor", "stats", [], timeout=1.0
                 )
                 await self._refresh_state(beam)
+                await self._refresh_variables(beam)
             except Exception as err:  # down, slow or without the app: try the next one
                 log.debug("dashboard: %s did not answer: %s", beam, err)
                 continue
@@ -178,6 +183,71 @@ class DashboardState:
             self.state_status = None
             return
         self.state_status = jsonable(status)
+
+    async def _refresh_variables(self, beam: Atom) -> None:
+        """Cognitive Variables (ids `{variable, Name}` in the migration registry) and their
+        info, when the application has them."""
+        try:
+            ids = await self.node.rpc(
+                beam, "Elixir.DSPEx.Clustering.Migration.Registry", "ids", [], timeout=1.0
+            )
+        except RpcError:  # no Cognitive Variables in this application
+            self.variables = []
+            return
+        names = [i[1] for i in ids if isinstance(i, tuple) and len(i) == 2 and i[0] == "variable"]
+        rows, shown, atoms = [], {}, set()
+        for name in names[:MAX_VARIABLES]:
+            try:
+                reply = await self.node.rpc(
+                    beam, "Elixir.DSPEx.Clustering.Variable", "info", [name], timeout=1.0
+                )
+            except RpcError:
+                continue
+            if not (isinstance(reply, tuple) and reply[0] == "ok"):
+                continue
+            info = reply[1]
+            label = str(jsonable(name))
+            shown[label] = name
+            if isinstance(info.get(Atom("value")), Atom):
+                atoms.add(label)
+            spec = info.get(Atom("spec"), {})
+            rows.append(
+                {
+                    "name": label,
+                    "value": jsonable(info.get(Atom("value"))),
+                    "version": info.get(Atom("version")),
+                    "type": str(spec.get(Atom("type"), "?")) if isinstance(spec, dict) else "?",
+                    "node": str(info.get(Atom("node"))),
+                }
+            )
+        self.variables = sorted(rows, key=lambda r: r["name"])
+        self._variable_names = shown
+        self._atom_valued = atoms
+
+    async def set_variable(self, label: str, value: Any) -> dict[str, Any]:
+        """`Variable.set/2` on a live BEAM node: the variable's own validation decides.
+        `value` is JSON data; a string for a variable whose value is an atom is sent as one."""
+        name = self._variable_names.get(label)
+        if name is None:
+            return {"ok": False, "error": f"no variable {label!r}"}
+        term: Any = value
+        if isinstance(value, str):
+            term = Atom(value) if label in self._atom_valued else value.encode()
+        elif isinstance(value, dict):
+            term = {k.encode(): v for k, v in value.items()}
+        for beam in self._beam_nodes():
+            try:
+                reply = await self.node.rpc(
+                    beam, "Elixir.DSPEx.Clustering.Variable", "set", [name, term], timeout=3.0
+                )
+            except Exception as err:  # that node is gone: the next one
+                log.debug("set_variable via %s: %s", beam, err)
+                continue
+            if isinstance(reply, tuple) and reply[0] == "ok":
+                return {"ok": True, "version": reply[1]}
+            reason = reply[1] if isinstance(reply, tuple) and len(reply) > 1 else reply
+            return {"ok": False, "error": json.dumps(jsonable(reason), default=str)[:MAX_TEXT]}
+        return {"ok": False, "error": "no BEAM node answered"}
 
     def sample_series(self, now: float) -> None:
         a = self.agent_node
@@ -238,6 +308,7 @@ class DashboardState:
             "anomaly": {n: list(s) for n, s in self.anomaly.items()},
             "failure": {n: list(s) for n, s in self.failure.items()},
             "state": self.state_status,
+            "variables": self.variables,
             "signals_seen": self.signals_seen,
         }
 

@@ -82,6 +82,7 @@ class OpsServer:
                 app.router.add_get("/events", self._events)
                 app.router.add_get("/api/snapshot", self._snapshot)
                 app.router.add_get("/static/dashboard.js", self._script)
+                app.router.add_post("/api/variables", self._set_variable)
                 self.dashboard_port = await self._serve(app, self.dashboard_port)
         except BaseException:
             await self.stop()
@@ -116,6 +117,19 @@ class OpsServer:
     async def _snapshot(self, request: web.Request) -> web.Response:
         assert self.dashboard is not None
         return web.json_response(self.dashboard.snapshot())
+
+    async def _set_variable(self, request: web.Request) -> web.Response:
+        """`{"name": shown name, "value": JSON}` -> `Variable.set/2`; its answer as JSON."""
+        assert self.dashboard is not None
+        try:
+            body = await request.json()
+            name, value = body["name"], body["value"]
+            if not isinstance(name, str):
+                raise TypeError("name must be a string")
+        except (ValueError, KeyError, TypeError) as err:
+            return web.json_response({"ok": False, "error": f"bad request: {err}"}, status=400)
+        result = await self.dashboard.set_variable(name, value)
+        return web.json_response(result, status=200 if result["ok"] else 422)
 
     async def _script(self, request: web.Request) -> web.Response:
         text = (STATIC / "dashboard.js").read_text(encoding="utf-8")

@@ -98,12 +98,45 @@ function plot(id, series) {
   });
 }
 
+// Variables: the table is rebuilt only when a value or version changed, so typing survives.
+let variablesShown = "";
+function renderVariables(vars) {
+  const key = JSON.stringify(vars || []);
+  if (key === variablesShown) return;
+  variablesShown = key;
+  const body = document.querySelector("#variables tbody");
+  body.replaceChildren();
+  for (const v of vars || []) {
+    const tr = el("tr", { "data-variable": v.name });
+    const input = el("input", { class: "new-value", value: JSON.stringify(v.value) });
+    const button = el("button", { class: "set" }, "set");
+    button.addEventListener("click", () => setVariable(v.name, input.value));
+    const edit = el("td");
+    edit.append(input, " ", button);
+    tr.append(el("td", {}, v.name), el("td", {}, v.type), el("td", { class: "value" }, JSON.stringify(v.value)),
+      el("td", { class: "version" }, v.version), el("td", {}, v.node), edit);
+    body.append(tr);
+  }
+}
+
+async function setVariable(name, text) {
+  const out = document.getElementById("variable-result");
+  let value;
+  try { value = JSON.parse(text); } catch (e) { out.textContent = `${name}: not JSON: ${e.message}`; return; }
+  const r = await fetch("/api/variables", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name, value }) });
+  const answer = await r.json();
+  out.textContent = answer.ok ? `${name}: version ${answer.version}` : `${name}: refused: ${answer.error}`;
+  out.dataset.ok = String(answer.ok);
+}
+
 function renderSnapshot(snap) {
   document.getElementById("source").textContent = snap.source || "no BEAM node answering";
   document.getElementById("updated").textContent = "updated " + new Date(snap.time * 1000).toLocaleTimeString();
   renderMembers(snap.members);
   renderPlacements(snap);
   renderState(snap.state);
+  renderVariables(snap.variables);
   plot("anomaly", snap.anomaly);
   plot("failure", snap.failure);
 }
