@@ -463,8 +463,8 @@ _SIZE_T = (1 << 64) - 1
 
 def _check_probe_work(hashes: list[int], pos: int) -> None:
     """Raise if inserting keys with these hashes into a dict would take more than the budget of
-    probes at any table size from 8 up to 8 times the key count. Shared with _cetf's fallback
-    paths; _cetf replays the same probes in C."""
+    probes at any table size from 8 up to 4 times the key count (CPython sizes a dict of n keys
+    at most next_pow2(3n)). _cetf replays exactly the same probes in C."""
     n = len(hashes)
     if n < PROBE_CHECK_MIN_KEYS:
         return
@@ -486,7 +486,7 @@ def _check_probe_work(hashes: list[int], pos: int) -> None:
             table[i] = 1
             if work > budget:
                 raise _fail(f"map of {n} pairs whose keys collide in Python's hash", pos)
-        if size >= 8 * n:
+        if size >= 4 * n:
             return
         size *= 2
 
