@@ -1413,24 +1413,40 @@ u32_field(PyObject *v, const char *what, uint32_t *out)
 static int enc_term(Out *o, PyObject *t, int depth);
 static int enc_fallback(Out *o, PyObject *t, int depth);
 
+#define SNAPSHOT_ON_STACK 8
+
 static int
 enc_items(Out *o, PyObject *seq, Py_ssize_t n, int depth)
 {
     /* Items of a tuple, or of a snapshot of a list (encoding a subclass runs Python code,
-       which may change the list: the count already written must match what follows). */
+       which may change the list: the count already written must match what follows). The
+       snapshot is an array of strong references, not a new list: no allocation the cyclic GC
+       would count, and none at all for short lists. */
     if (PyTuple_Check(seq)) {
         for (Py_ssize_t i = 0; i < n; i++)
             if (enc_term(o, PyTuple_GET_ITEM(seq, i), depth) < 0)
                 return -1;
         return 0;
     }
-    PyObject *snapshot = PyList_GetSlice(seq, 0, n);
-    if (snapshot == NULL)
+    PyObject *stack[SNAPSHOT_ON_STACK];
+    PyObject **items = n <= SNAPSHOT_ON_STACK ? stack : PyMem_Malloc(sizeof(PyObject *) * (size_t)n);
+    if (items == NULL) {
+        PyErr_NoMemory();
         return -1;
+    }
+    if (PyList_GET_SIZE(seq) < n)
+        n = PyList_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        items[i] = PyList_GET_ITEM(seq, i);
+        Py_INCREF(items[i]);
+    }
     int r = 0;
     for (Py_ssize_t i = 0; i < n && r == 0; i++)
-        r = enc_term(o, PyList_GET_ITEM(snapshot, i), depth);
-    Py_DECREF(snapshot);
+        r = enc_term(o, items[i], depth);
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_DECREF(items[i]);
+    if (items != stack)
+        PyMem_Free(items);
     return r;
 }
 
@@ -1484,7 +1500,8 @@ enc_dict(Out *o, PyObject *m, int depth)
 {
     /* a snapshot of the pairs, for the same reason as enc_items */
     Py_ssize_t n = PyDict_GET_SIZE(m);
-    PyObject **pairs = PyMem_Malloc(sizeof(PyObject *) * 2 * (size_t)(n ? n : 1));
+    PyObject *stack[2 * SNAPSHOT_ON_STACK];
+    PyObject **pairs = n <= SNAPSHOT_ON_STACK ? stack : PyMem_Malloc(sizeof(PyObject *) * 2 * (size_t)n);
     if (pairs == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -1520,7 +1537,8 @@ enc_dict(Out *o, PyObject *m, int depth)
     }
     for (Py_ssize_t i = 0; i < 2 * k; i++)
         Py_DECREF(pairs[i]);
-    PyMem_Free(pairs);
+    if (pairs != stack)
+        PyMem_Free(pairs);
     return r;
 }
 
