@@ -45,8 +45,12 @@ Rejected: LOCAL_EXT 121, the pre-OTP-23 PID/PORT/REFERENCE/FUN tags, atom-cache 
 Limits (DecodeLimits; defaults): max_depth=1000 nesting levels, max_elements=16 Mi container
 elements per term, max_uncompressed_size=64 MiB for compressed terms, max_atom_chars=255,
 max_huge_int_keys=4096 map keys holding integers >= 2**61 - 1 (which Python hashes alike, so a
-peer could otherwise make dict insertion quadratic). Declared lengths are checked against the
-bytes left before anything is allocated.
+peer could otherwise make dict insertion quadratic), max_expansion=16 and expansion_allowance=16 MiB
+(the Python objects one input decodes to, estimated per object before it is built, at most 16 bytes
+per input byte plus 16 MiB; one budget for a distribution frame's two terms). Maps of 128 keys or
+more whose hashes would cost Python's dict over 32 probes per key are refused (the probes are
+replayed before the dict is built). Declared lengths are checked against the bytes left before
+anything is allocated. Inputs of 64 KiB or more are decoded with the cyclic GC paused.
 max_depth is at most 2,000, so that the C decoder stays well inside a 1 MB thread stack. The pure
 decoder may raise the interpreter's recursion limit to fit max_depth (safe on 3.11+).
 """
