@@ -25,7 +25,7 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
     nodes = Enum.map(peers, & &1.node)
     for a <- nodes, b <- nodes, a < b, do: true = :erpc.call(a, Node, :connect, [b])
     for n <- nodes, do: PeerNode.eventually(fn -> stats(n).peers == 2 end)
-    %{nodes: nodes}
+    %{nodes: nodes, peers: peers}
   end
 
   test "a burst of concurrent writers converges within 2x the anti-entropy interval; LWW loses no update it should keep",
@@ -303,6 +303,38 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
     end)
 
     wait_converged(nodes, 10_000)
+  end
+
+  test "writes never wait on a frozen peer (SIGSTOP); it catches up after SIGCONT",
+       %{nodes: [a, b, c] = nodes, peers: [_, _, peer_c]} do
+    :ok = PeerNode.signal(peer_c.os_pid, "STOP")
+
+    try do
+      # 200 x 64 KiB of deltas to c: far more than its connection can buffer
+      value = :binary.copy("v", 65_536)
+      started = mono()
+
+      for i <- 1..200,
+          do:
+            {:ok, _} =
+              :erpc.call(a, Eventual, :put, [{"frozen", i}, value, [table: @table]], 5_000)
+
+      IO.puts("\n  200 writes of 64 KiB with a frozen peer: #{mono() - started} ms")
+
+      PeerNode.eventually(fn ->
+        match?({:ok, ^value, _}, call(b, Eventual, :get, [{"frozen", 200}, [table: @table]]))
+      end)
+    after
+      PeerNode.signal(peer_c.os_pid, "CONT")
+    end
+
+    PeerNode.eventually(
+      fn -> match?({:ok, _, _}, call(c, Eventual, :get, [{"frozen", 200}, [table: @table]])) end,
+      20_000
+    )
+
+    wait_converged(nodes, 20_000)
+    for i <- 1..200, do: {:ok, _} = call(a, Eventual, :delete, [{"frozen", i}, [table: @table]])
   end
 
   test "a node that joins late converges within 2x the interval", %{nodes: nodes} do

@@ -23,7 +23,8 @@ defmodule DSPEx.Clustering.State.Replica do
 
   ## Spreading
   A write is merged locally and its key's new state — a delta of the store — is sent at once
-  to every replica in the group (`:noconnect`; a lost delta is repaired later). Every
+  to every replica in the group (`:noconnect, :nosuspend`: a write never waits on a frozen or
+  slow peer; a lost delta is repaired later). Every
   `eventual_anti_entropy_ms` the replica pings up to `eventual_fanout` random peers with a root
   digest (the sum of per-key digests, kept incrementally); a peer whose root differs answers
   with its per-key digests, both send each other the keys that differ, and both join the
@@ -228,7 +229,7 @@ defmodule DSPEx.Clustering.State.Replica do
     {pt, l, _} = stamp
     state = %{state | clock: clock} |> store(key, next) |> put_seen(node(), {pt, l})
     msg = {:dspex_state_delta, node(), {pt, l}, state.last_sent, key, next}
-    Enum.each(state.peers, &:erlang.send(&1, msg, [:noconnect]))
+    Enum.each(state.peers, &post(&1, msg))
     state = %{state | last_sent: {pt, l}} |> publish_meta()
     {:reply, {:ok, %{stamp: stamp, context: elem(next, 0)}}, state}
   end
@@ -237,7 +238,7 @@ defmodule DSPEx.Clustering.State.Replica do
     {stamp, clock} = HLC.now(state.clock)
     update = %{prefix => {stamp, resolver}}
     state = %{state | clock: clock, resolvers: Resolvers.merge(state.resolvers, update)}
-    Enum.each(state.peers, &:erlang.send(&1, {:dspex_state_resolvers, update}, [:noconnect]))
+    Enum.each(state.peers, &post(&1, {:dspex_state_resolvers, update}))
     {:reply, :ok, publish_meta(state)}
   end
 
@@ -299,10 +300,10 @@ defmodule DSPEx.Clustering.State.Replica do
 
     state =
       if root == state.root do
-        send(peer, {:ae_equal, self(), node(), root, state.seen})
+        post(peer, {:ae_equal, self(), node(), root, state.seen})
         join_seen(state, peer_seen)
       else
-        send(peer, {:ae_digest, self(), node(), digests(state), state.seen})
+        post(peer, {:ae_digest, self(), node(), digests(state), state.seen})
         state
       end
 
@@ -322,7 +323,7 @@ defmodule DSPEx.Clustering.State.Replica do
     mine = digests(state)
     give = for {k, h} <- mine, Map.get(peer_digests, k) != h, do: k
     want = for {k, h} <- peer_digests, Map.get(mine, k) != h, do: k
-    send(peer, {:ae_states, self(), states(state, give), want, state.seen})
+    post(peer, {:ae_states, self(), states(state, give), want, state.seen})
 
     state =
       if want == [],
@@ -334,7 +335,7 @@ defmodule DSPEx.Clustering.State.Replica do
 
   def handle_info({:ae_states, peer, key_states, want, peer_seen}, state) do
     state = merge_states(state, key_states)
-    if want != [], do: send(peer, {:ae_reply, self(), states(state, want)})
+    if want != [], do: post(peer, {:ae_reply, self(), states(state, want)})
     {:noreply, state |> join_seen(peer_seen) |> publish_meta() |> wake_waiters()}
   end
 
@@ -515,12 +516,11 @@ defmodule DSPEx.Clustering.State.Replica do
   defp resolver(state, key), do: Resolvers.for_key(state.resolvers, key)
 
   defp ping(peer, state),
-    do:
-      :erlang.send(
-        peer,
-        {:ae_ping, self(), node(), state.root, state.seen, state.resolvers},
-        [:noconnect]
-      )
+    do: post(peer, {:ae_ping, self(), node(), state.root, state.seen, state.resolvers})
+
+  # never dial, never wait on a busy connection (a frozen peer's full distribution buffer):
+  # a message dropped here is repaired by the next anti-entropy round
+  defp post(pid, msg), do: :erlang.send(pid, msg, [:noconnect, :nosuspend])
 
   defp put_seen(state, n, pl), do: %{state | seen: Map.put(state.seen, n, pl)}
 
