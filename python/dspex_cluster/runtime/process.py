@@ -8,6 +8,7 @@ they arrive, so no message is examined twice while the process waits. Delivery n
 from __future__ import annotations
 
 import asyncio
+import os
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -28,18 +29,39 @@ class Exit(Exception):
         self.reason = reason
 
 
+MAX_TRACEBACK_CHARS = 4000  # the text a peer gets; the tail (where it failed) is kept
+
+
 def exception_reason(exc: BaseException) -> tuple:
-    """The Erlang reason for a Python exception: {python_exception, 'Class', <<"message">>}."""
+    """The Erlang reason for a Python exception:
+    {python_exception, 'Class', <<"message">>, <<"Traceback (most recent call last): ...">>}.
+
+    The traceback text is the user's frames only (the runtime's own frames are left out) and is
+    cut to its last MAX_TRACEBACK_CHARS characters."""
     cls = type(exc)
     name = (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
-    return (PYTHON_EXCEPTION, Atom(name), str(exc))
+    return (PYTHON_EXCEPTION, Atom(name), str(exc), traceback_text(exc))
+
+
+def traceback_text(exc: BaseException) -> str:
+    """`traceback.format_exception` of `exc` without the runtime's frames, bounded."""
+    tb = exc.__traceback__
+    while tb is not None and _is_runtime_frame(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = "...\n" + text[-MAX_TRACEBACK_CHARS:]
+    return text
 
 
 def exception_stack(exc: BaseException, limit: int = 8) -> list:
-    """The Python traceback as an Erlang-shaped stack: [{Module, Fun, 0, [{file,F},{line,L}]}]."""
-    frames = traceback.extract_tb(exc.__traceback__)[-limit:]
+    """The Python traceback as an Erlang-shaped stack, innermost first, without the runtime's own
+    frames: [{Module, Fun, 0, [{file, F}, {line, L}]}]."""
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if not _is_runtime_frame(f.filename)
+    ][-limit:]
     return [
         (
             Atom(f.filename.rsplit("/", 1)[-1].removesuffix(".py")),
@@ -49,6 +71,14 @@ def exception_stack(exc: BaseException, limit: int = 8) -> list:
         )
         for f in reversed(frames)
     ]
+
+
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _is_runtime_frame(filename: str) -> bool:
+    """A frame of dspex_cluster.runtime itself (the code that called the user's function)."""
+    return filename.startswith(_RUNTIME_DIR)
 
 
 class Endpoint:

@@ -9,7 +9,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from dspex_cluster.dist import control as C
-from dspex_cluster.etf import Atom, Pid, Reference
+from dspex_cluster.etf import Atom, ExportFun, Fun, Pid, Reference
 from dspex_cluster.etf.brief import brief, brief_exception
 from dspex_cluster.runtime.atoms import (
     ERROR,
@@ -31,6 +31,51 @@ EXECUTE_CALL = Atom("execute_call")
 EXECUTE_CAST = Atom("execute_cast")
 MONITOR = Atom("monitor")
 LINK = Atom("link")
+
+
+NOTSUP = Atom("notsup")
+ERLANG = Atom("erlang")
+APPLY = Atom("apply")
+
+FUN_NOT_SUPPORTED = (
+    "a fun cannot run on a Python node: call a function the node exposes instead, "
+    "with :erpc.call(node, module, function, args) or Node.spawn(node, module, function, args)"
+)
+EVAL_NOT_SUPPORTED = (
+    "a Python node (dspex_cluster) does not evaluate Erlang expressions (erl_call -e): "
+    "call a function the node exposes with erl_call -a 'module function [args]'"
+)
+
+
+def lookup(node: Node, module: Any, fun: Any, args: list[Any]) -> tuple[Any, Any, Any]:
+    """What an incoming call of module:fun(args) runs: `(callable, args, None)`, or
+    `(None, reason, stack)` for the error the caller gets, shaped as a BEAM node's would be.
+
+    - an exposed function: itself;
+    - `erlang:apply(Fun, Args)` (what `:erpc.call(node, fun)` and `Node.spawn(node, fun)` send):
+      an exported fun of an exposed module runs; any other fun is refused with
+      `{notsup, <<"a fun cannot run on a Python node: ...">>}`;
+    - `erl_eval:eval_str/1` (erl_call -e): returns `{error, "...cannot evaluate..."}` as
+      erl_eval's own failures do, so erl_call prints a clear line instead of hanging;
+    - anything else: `undef` with the call's argument list in the stack, as on a BEAM node.
+    """
+    fn = node.exposed_function(module, fun) if isinstance(module, str) else None
+    if fn is not None:
+        return fn, args, None
+    if module == ERLANG and fun == APPLY and len(args) == 2 and isinstance(args[1], list):
+        target = args[0]
+        if isinstance(target, ExportFun) and target.arity == len(args[1]):
+            exported = node.exposed_function(target.module, target.function)
+            if exported is not None:
+                return exported, args[1], None
+        if isinstance(target, (Fun, ExportFun)):
+            log.info("refused a fun from a peer: funs cannot run on a Python node")
+            return None, (NOTSUP, FUN_NOT_SUPPORTED), [(module, fun, args, [])]
+    if module == "erl_eval" and fun == "eval_str":
+        log.info("refused erl_eval:eval_str (erl_call -e): no Erlang evaluator here")
+        return (lambda *_: (ERROR, [ord(c) for c in EVAL_NOT_SUPPORTED])), args, None
+    log.info("refused %s:%s/%d: not exposed", brief(module, 80), brief(fun, 80), len(args))
+    return None, UNDEF, [(module, fun, args, [])]
 
 
 class CallTimeout(Exit, TimeoutError):
@@ -161,20 +206,12 @@ def serve_spawn_request(node: Node, conn: DistConnection, ctrl: tuple, args: Any
     if not isinstance(args, list):
         node._terminate(ep, _wrap(mode, res_ref, "error", Atom("badarg"), []))
         return
-    fn = node.exposed_function(module, fun) if isinstance(module, str) else None
+    fn, call_args, stack = lookup(node, module, fun, args)
     if fn is None:
-        stack = [(module, fun, len(args), [])]
-        log.info(
-            "refused %s:%s/%d from %s: not exposed",
-            brief(module, 80),
-            brief(fun, 80),
-            len(args),
-            caller.node,
-        )
-        node._terminate(ep, _wrap(mode, res_ref, "error", UNDEF, stack))
+        node._terminate(ep, _wrap(mode, res_ref, "error", call_args, stack))
         return
     try:
-        result = fn(*args)
+        result = fn(*call_args)
     except Exception as exc:
         node._terminate(ep, _failure(mode, res_ref, exc))
         return

@@ -1,17 +1,17 @@
 """The registered processes a BEAM node expects to find on a peer: a group leader for remote
-io, `net_kernel` (net_adm:ping), `rex` (old rpc and the feature probe), and, for visible nodes,
-`global_name_server`."""
+io, `net_kernel` (net_adm:ping), `rex` (rpc, erl_interface's ei_rpc and erl_call; see rex.py),
+and, for visible nodes, `global_name_server`."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
 from dspex_cluster.etf import Atom
-from dspex_cluster.runtime.atoms import GEN_CALL, UNDEF
+from dspex_cluster.runtime.atoms import GEN_CALL
 from dspex_cluster.runtime.genserver import Caller, reply
-from dspex_cluster.runtime.process import Endpoint, exception_reason, exception_stack
+from dspex_cluster.runtime.process import Endpoint
+from dspex_cluster.runtime.rex import Rex
 
 if TYPE_CHECKING:
     from dspex_cluster.runtime.node import Node
@@ -64,51 +64,6 @@ class NetKernel(Endpoint):
             reply(self.node, self.pid, caller, Atom("yes"))
         else:
             reply(self.node, self.pid, caller, Atom("ignored"))
-
-
-class Rex(Endpoint):
-    """The `rex` server: rpc:block_call / old rpc:call ({call|block_call, M, F, A, GL}) into
-    exposed modules, and the `features_request` probe a visible BEAM sends on connect."""
-
-    def _deliver(self, message: Any) -> None:
-        if type(message) is tuple and len(message) == 2 and message[1] == "features_request":
-            self.node.send(
-                message[0], (Atom("features_reply"), self.node.name, [Atom("erpc")]), self.pid
-            )
-            return
-        call = _as_call(message)
-        if call is None:
-            return
-        caller, request = call
-        if not (type(request) is tuple and len(request) >= 4 and isinstance(request[3], list)):
-            reply(self.node, self.pid, caller, (Atom("badrpc"), Atom("badarg")))
-            return
-        _kind, module, fun, args = request[:4]
-        fn = self.node.exposed_function(module, fun) if isinstance(module, str) else None
-        if fn is None:
-            undef = (Atom("EXIT"), (UNDEF, [(module, fun, len(args), [])]))
-            reply(self.node, self.pid, caller, (Atom("badrpc"), undef))
-            return
-        try:
-            result = fn(*args)
-        except Exception as exc:
-            reply(self.node, self.pid, caller, _badrpc(exc))
-            return
-        if inspect.isawaitable(result):
-            self.node._spawn_task(self._finish(caller, result), "rex call")
-        else:
-            reply(self.node, self.pid, caller, result)
-
-    async def _finish(self, caller: Caller, awaitable: Any) -> None:
-        try:
-            value = await awaitable
-        except Exception as exc:
-            value = _badrpc(exc)
-        reply(self.node, self.pid, caller, value)
-
-
-def _badrpc(exc: Exception) -> tuple:
-    return (Atom("badrpc"), (Atom("EXIT"), (exception_reason(exc), exception_stack(exc))))
 
 
 def install_services(node: Node) -> None:
