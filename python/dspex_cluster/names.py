@@ -15,7 +15,12 @@ PYTHON_AGENT_NAMES = (LOAD_BALANCER, HEALTH_MONITOR, FAILURE_PREDICTOR, PERFORMA
 # Registered on every BEAM node.
 SIGNAL_BUS = "dspex_signal_bus"  # also the :pg scope name
 MEMBERSHIP = "dspex_membership"
-BEAM_NAMES = (SIGNAL_BUS, MEMBERSHIP)
+NODE_DISCOVERY = "dspex_node_discovery"
+BEAM_NAMES = (SIGNAL_BUS, MEMBERSHIP, NODE_DISCOVERY)
+# What a joining Python node sends to MEMBERSHIP and NODE_DISCOVERY of the BEAM nodes it joins:
+# {dspex_hello, Node, #{kind => python}}. Hidden nodes that never say it (erl_call, C nodes,
+# remote shells) get no message from the BEAM side.
+HELLO = "dspex_hello"
 # Registered on every BEAM node: holds the signal subscriptions of processes on other nodes.
 SIGNAL_RELAY = "dspex_signal_relay"
 

@@ -63,14 +63,10 @@ def run_client(argv: list[str], epmd_port: int, stdin: str | None = None) -> str
     return done.stdout.strip()
 
 
-def cnode_rpc(
-    cnode: str, epmd_port: int, target: str, module: str, fun: str, args: str
-) -> object:
+def cnode_rpc(cnode: str, epmd_port: int, target: str, module: str, fun: str, args: str) -> object:
     """One ei_rpc from a fresh C node; the decoded reply."""
     own = f"{unique('cn')}@127.0.0.1"
-    out = run_client(
-        [cnode, COOKIE, own, target, str(SETTLE_MS), module, fun, args], epmd_port
-    )
+    out = run_client([cnode, COOKIE, own, target, str(SETTLE_MS), module, fun, args], epmd_port)
     assert out.startswith("OK "), out
     return decode(b"\x83" + bytes.fromhex(out[3:]))
 
@@ -93,7 +89,7 @@ async def test_erl_call_apply_on_python(erl_call: str, py: Node, epmd) -> None: 
 
 
 async def test_erl_call_errors_on_python_are_answered(erl_call: str, py: Node, epmd) -> None:  # type: ignore[no-untyped-def]
-    out = await _run(erl_call_argv(erl_call, py.name, "-a", "os system [\"ls\"]"), epmd.port)
+    out = await _run(erl_call_argv(erl_call, py.name, "-a", 'os system ["ls"]'), epmd.port)
     assert out.startswith("{badrpc, {'EXIT', {undef, [{os, system, [\"ls\"], []}]}}}"), out
     out = await _run(erl_call_argv(erl_call, py.name, "-a", "pymath sqrt [-1.0]"), epmd.port)
     assert "python_exception" in out and "ValueError" in out
@@ -132,7 +128,7 @@ async def test_c_node_ei_rpc_to_app_beam(cnode: str, app_beam: ErlNode, epmd) ->
 
 async def test_erl_call_on_app_beam(erl_call: str, app_beam: ErlNode, epmd) -> None:  # type: ignore[no-untyped-def]
     argv = erl_call_argv(erl_call, app_beam.name, "-a", "erlang node []")
-    assert await _run(argv, epmd.port) == app_beam.name
+    assert await _run(argv, epmd.port) == f"'{app_beam.name}'"
     out = await _run(erl_call_argv(erl_call, app_beam.name, "-e"), epmd.port, stdin="1 + 1.\n")
     assert out == "{ok, 2}"
 

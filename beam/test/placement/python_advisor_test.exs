@@ -6,12 +6,13 @@ defmodule DSPEx.Clustering.PythonAdvisorTest do
   alias DSPEx.Clustering.{LoadBalancer, PythonAdvisor}
   alias DSPEx.Test.{PeerNode, StandInBalancer}
 
-  # A plain hidden peer is what a Python node looks like to membership; the stand-in plays
-  # the Python dspex_load_balancer on it.
+  # A plain hidden peer that says hello is what a Python node looks like to membership; the
+  # stand-in plays the Python dspex_load_balancer on it.
   defp python_stand_in(prefix, mode) do
     peer = PeerNode.start(prefix, [], hidden: true, app: false)
     on_exit(fn -> PeerNode.stop(peer) end)
     :erpc.call(peer.node, StandInBalancer, :start, [mode])
+    PeerNode.say_hello(peer.node)
     PeerNode.eventually(fn -> peer.node in PythonAdvisor.agent_nodes() end)
     peer.node
   end
@@ -92,6 +93,7 @@ defmodule DSPEx.Clustering.PythonAdvisorTest do
     peer = PeerNode.start("py_doomed", [], hidden: true, app: false)
     on_exit(fn -> PeerNode.stop(peer) end)
     :erpc.call(peer.node, StandInBalancer, :start, [:first])
+    PeerNode.say_hello(peer.node)
     other = python_stand_in("py_other", :first)
     PeerNode.eventually(fn -> peer.node in PythonAdvisor.agent_nodes() end)
     :ok = PeerNode.signal(peer.os_pid, "KILL")
@@ -113,6 +115,7 @@ defmodule DSPEx.Clustering.PythonAdvisorTest do
   test "a hidden node without the agent (noproc) is skipped afterwards" do
     peer = PeerNode.start("py_bare", [], hidden: true, app: false)
     on_exit(fn -> PeerNode.stop(peer) end)
+    PeerNode.say_hello(peer.node)
     PeerNode.eventually(fn -> peer.node in PythonAdvisor.agent_nodes() end)
     me = node()
     assert {:ok, ^me} = Clustering.place(%{id: :bare}, kinds: [:beam])

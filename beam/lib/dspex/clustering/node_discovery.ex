@@ -50,9 +50,12 @@ defmodule DSPEx.Clustering.NodeDiscovery do
         interval: 2_000, cluster_name: "dspex"}
 
   ## Validation
-  On every `nodeup` (visible or hidden) the agent asks the newcomer's discovery agent
+  On every `nodeup` of a visible node, and when a hidden node announces itself (its discovery
+  agent's `:hello`, or a Python node's `{:dspex_hello, node, info}`), the agent asks the
+  newcomer's discovery agent
   `Agent.cmd({name, newcomer}, :hello, my_info)` from a separate process (the agent never blocks
-  on the network). A node of another cluster or an incompatible version is disconnected, logged
+  on the network). A hidden node that never announces itself (`erl_call`, a C node, a remote
+  shell) is left alone: see `DSPEx.Clustering.Membership.Announcement`. A node of another cluster or an incompatible version is disconnected, logged
   with the reason, recorded in the history as `:rejected` and kept out for `:reject_backoff` ms: for
   that time the node gets a random per-node cookie (`:erlang.set_cookie/2`), so neither side can
   re-dial it by accident (a `:pg` or `global` message would otherwise reconnect it at once). Both
@@ -69,6 +72,7 @@ defmodule DSPEx.Clustering.NodeDiscovery do
 
   alias DSPEx.Clustering.Agent
   alias DSPEx.Clustering.Discovery.{Actions, Epmd, Gossip}
+  alias DSPEx.Clustering.Membership.Announcement
 
   @default_name :dspex_node_discovery
   @protocol 1
@@ -308,7 +312,10 @@ defmodule DSPEx.Clustering.NodeDiscovery do
 
     # Nodes connected before we started are newcomers too.
     for n <- Node.list(:visible), do: send(self(), {:nodeup, n, [node_type: :visible]})
-    for n <- Node.list(:hidden), do: send(self(), {:nodeup, n, [node_type: :hidden]})
+    # hidden nodes are asked only if we are hidden too; the others announce themselves again
+    if Announcement.contact_on_nodeup?(:hidden),
+      do: for(n <- Node.list(:hidden), do: send(self(), {:nodeup, n, [node_type: :hidden]}))
+
     send(self(), :dspex_announce)
     {:ok, state}
   end
@@ -334,7 +341,20 @@ defmodule DSPEx.Clustering.NodeDiscovery do
   def handle_event({:dspex_discovery, id, result}, state),
     do: {:ok, [], discovered(id, result, state)}
 
-  def handle_event({:nodeup, n, info}, state), do: {:ok, [], nodeup(n, info, state)}
+  def handle_event({:nodeup, n, info}, state) do
+    if Announcement.contact_on_nodeup?(Keyword.get(info, :node_type, :visible)) or
+         candidate?(n, state),
+       do: {:ok, [], nodeup(n, info, state)},
+       # a client (erl_call, a C node, a remote shell): nothing until it announces itself
+       else: {:ok, [], state}
+  end
+
+  # A hidden node announced itself: a Python node's hello, or (from Actions.Hello) the hello
+  # of a hidden BEAM node's discovery agent.
+  def handle_event({:dspex_hello, n, info}, state) when is_atom(n) and is_map(info),
+    do: {:ok, [], announced(n, state)}
+
+  def handle_event({:dspex_nd, :announced, n}, state), do: {:ok, [], announced(n, state)}
   def handle_event({:nodedown, n, info}, state), do: {:ok, [], nodedown(n, info, state)}
 
   def handle_event({:dspex_nd, :connected, n, result}, state),
@@ -398,12 +418,23 @@ defmodule DSPEx.Clustering.NodeDiscovery do
 
   defp maybe_connect(n, state) do
     cond do
-      Map.has_key?(state.members, n) or Map.has_key?(state.validating, n) -> state
-      MapSet.member?(state.connecting, n) -> state
-      backing_off?(n, state) -> state
-      n in Node.list(:connected) -> validate(n, :visible, state)
-      not Node.alive?() -> state
-      true -> connect(n, state)
+      Map.has_key?(state.members, n) or Map.has_key?(state.validating, n) ->
+        state
+
+      MapSet.member?(state.connecting, n) ->
+        state
+
+      backing_off?(n, state) ->
+        state
+
+      n in Node.list(:connected) ->
+        validate(n, Announcement.connection_type(n) || :visible, state)
+
+      not Node.alive?() ->
+        state
+
+      true ->
+        connect(n, state)
     end
   end
 
@@ -422,7 +453,7 @@ defmodule DSPEx.Clustering.NodeDiscovery do
     cond do
       Map.has_key?(state.members, n) or Map.has_key?(state.validating, n) -> state
       refused?(n, state) or n not in Node.list(:connected) -> state
-      true -> validate(n, :visible, state)
+      true -> validate(n, Announcement.connection_type(n) || :visible, state)
     end
   end
 
@@ -454,6 +485,20 @@ defmodule DSPEx.Clustering.NodeDiscovery do
 
       true ->
         validate(n, kind, state)
+    end
+  end
+
+  # A node a strategy proposed (or that we are dialling) belongs to the cluster's hosts, DNS
+  # names or gossip: it is asked who it is even when it is hidden.
+  defp candidate?(n, state) do
+    MapSet.member?(state.connecting, n) or
+      Enum.any?(state.discovered, fn {_id, nodes} -> MapSet.member?(nodes, n) end)
+  end
+
+  defp announced(n, state) do
+    case Announcement.connection_type(n) do
+      nil -> state
+      type -> nodeup(n, [node_type: type], state)
     end
   end
 
@@ -541,6 +586,13 @@ defmodule DSPEx.Clustering.NodeDiscovery do
     # unmanaged nodes (shells, tools, Python peers) come and go often: keep them out of info logs
     level = if status == :member, do: :info, else: :debug
     Logger.log(level, "discovery: #{n} joined (#{status}, #{kind})")
+
+    # A hidden node without a discovery agent that a strategy found (a Python node registered in
+    # a cluster host's epmd): membership would wait for its hello; discovery vouches for it.
+    membership = Process.whereis(:dspex_membership)
+
+    if status == :unmanaged and kind == :hidden and membership != nil and candidate?(n, state),
+      do: send(membership, {:dspex_hello, n, %{kind: :python}})
 
     %{state | members: Map.put(state.members, n, member), backoff: Map.delete(state.backoff, n)}
     |> record(:join, n, %{status: status, kind: kind, version: member.version})

@@ -143,8 +143,22 @@ defmodule DSPEx.Clustering.PythonAdvisor do
         []
     end)
     |> Enum.uniq()
-    |> Enum.reject(&(&1 == node() or MapSet.member?(connected, &1)))
-    |> Enum.filter(&Node.connect/1)
+    |> Enum.reject(&(&1 == node()))
+    |> Enum.split_with(&MapSet.member?(connected, &1))
+    |> then(fn {known, unconnected} ->
+      dialled = Enum.filter(unconnected, &Node.connect/1)
+      vouch_for(known ++ dialled)
+      dialled
+    end)
+  end
+
+  # Another BEAM member lists these as Python members: membership takes them as having said
+  # hello here too (a hidden node is otherwise left alone until it announces itself).
+  defp vouch_for(nodes) do
+    case Process.whereis(:dspex_membership) do
+      nil -> :ok
+      pid -> Enum.each(nodes, &send(pid, {:dspex_hello, &1, %{kind: :python}}))
+    end
   end
 
   # -- asking ---------------------------------------------------------------------------------

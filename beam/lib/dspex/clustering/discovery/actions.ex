@@ -28,12 +28,16 @@ defmodule DSPEx.Clustering.Discovery.Actions.Hello do
     # has just shown that it runs one: validate it again rather than keep the stale verdict.
     peer = params.node
 
+    # A node we do not know yet has announced itself (a hidden node is asked nothing before).
     case state.members do
       %{^peer => %{status: :unmanaged}} ->
         send(self(), {:dspex_nd, :revalidate, peer})
 
-      _ ->
+      %{^peer => _} ->
         :ok
+
+      _ ->
+        send(self(), {:dspex_nd, :announced, peer})
     end
 
     {:ok, DSPEx.Clustering.NodeDiscovery.self_info(state)}
