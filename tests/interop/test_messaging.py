@@ -143,7 +143,7 @@ async def test_unexposed_module_is_refused_never_imported(beam: ErlNode, py: Nod
     got = await beval(beam, f"rpc:call('{py.name}', antigravity, fly, [])")
     assert got == (
         Atom("badrpc"),
-        (Atom("EXIT"), (Atom("undef"), [(Atom("antigravity"), Atom("fly"), 0, [])])),
+        (Atom("EXIT"), (Atom("undef"), [(Atom("antigravity"), Atom("fly"), [], [])])),
     )
     got = await beval(beam, f"rpc:call('{py.name}', os, system, [\"true\"])")
     assert got[0] == "badrpc"

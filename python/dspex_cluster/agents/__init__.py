@@ -2,7 +2,7 @@
 signal bus (see `agent`, `action`, `sensor`, `skill`, `bus`)."""
 
 from dspex_cluster.agents.action import Action, ActionError, Param, action
-from dspex_cluster.agents.agent import Agent
+from dspex_cluster.agents.agent import Agent, BadRequest
 from dspex_cluster.agents.bus import ClusterBus
 from dspex_cluster.agents.sensor import FunctionSensor, HostVitalsSensor, NodeEventSensor, Sensor
 from dspex_cluster.agents.skill import Skill
@@ -11,6 +11,7 @@ __all__ = [
     "Action",
     "ActionError",
     "Agent",
+    "BadRequest",
     "ClusterBus",
     "FunctionSensor",
     "HostVitalsSensor",

@@ -41,6 +41,20 @@ SIGNAL = Atom("signal")
 _SENSE = Atom("$agent_sense")
 
 
+BAD_REQUEST = Atom("bad_request")
+
+
+class BadRequest(ValueError):
+    """Raise in `handle_request` for a request that is malformed: the caller gets
+    `{error, {bad_request, <<"message">>}}` and the agent runs on."""
+
+
+def brief(term: Any, limit: int = 200) -> str:
+    """A log-safe repr of a peer's term (bounded)."""
+    text = repr(term)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class Agent(GenServer):
     """See the module docstring."""
 
@@ -159,17 +173,31 @@ class Agent(GenServer):
                 self.node.send(self.pid, (_SENSE, sensor.name))
 
     async def handle_call(self, request: Any, caller: Caller) -> Any:
+        """`{cmd, Action, Params}`, `state`, else `handle_request`. A request the agent cannot
+        serve is answered `{error, {bad_request, Why}}`: a peer's malformed call never crashes
+        the agent."""
         if isinstance(request, tuple) and len(request) == 3 and request[0] == CMD:
             return await self._cmd(request[1], request[2])
         if request == "state":
             return self.describe()
-        return await self.handle_request(request, caller)
+        return await self._guarded_request(request, caller)
 
     async def handle_cast(self, request: Any) -> None:
+        """As handle_call, without a reply (a bad cast is logged and dropped)."""
         if isinstance(request, tuple) and len(request) == 3 and request[0] == CMD:
             await self._cmd(request[1], request[2])
         else:
-            await self.handle_request(request, None)  # type: ignore[arg-type]
+            await self._guarded_request(request, None)
+
+    async def _guarded_request(self, request: Any, caller: Caller | None) -> Any:
+        try:
+            return await self.handle_request(request, caller)  # type: ignore[arg-type]
+        except BadRequest as err:
+            log.info("%s: bad request %s: %s", self.name, brief(request), err)
+            return (ERROR, (BAD_REQUEST, str(err)))
+        except Exception as err:
+            log.warning("%s: request %s failed", self.name, brief(request), exc_info=True)
+            return (ERROR, (BAD_REQUEST, f"{type(err).__name__}: {err}"[:500]))
 
     async def _cmd(self, name: Any, params: Any) -> Any:
         try:

@@ -78,7 +78,7 @@ from typing import Any
 import numpy as np
 
 from dspex_cluster import signals
-from dspex_cluster.agents import Action, Agent, FunctionSensor, Param, Sensor
+from dspex_cluster.agents import Action, Agent, BadRequest, FunctionSensor, Param, Sensor
 from dspex_cluster.agents.skill import Route
 from dspex_cluster.cluster.candidates import (
     Columns,
@@ -229,7 +229,12 @@ class LoadBalancer(WarmAgent, Agent):
             if tag == "undrain" and len(args) == 1:
                 return self.undrain(args[0])
             if tag == "forecast" and len(args) == 1:
-                return self.forecast(int(args[0]))
+                steps = args[0]
+                if type(steps) is not int or steps < 1:
+                    raise BadRequest(
+                        f"{{forecast, Steps}}: Steps must be an integer >= 1, got {steps!r:.80}"
+                    )
+                return self.forecast(steps)
         if request == "stats":
             return self.stats()
         if request == "drained":

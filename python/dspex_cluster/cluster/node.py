@@ -3,13 +3,15 @@
     await run_agent_node("py1@127.0.0.1", cookie, join=["beam1@127.0.0.1"])
 
 starts the node, registers `dspex_load_balancer`, `dspex_health_monitor`,
-`dspex_failure_predictor` and `dspex_performance`, connects to the `join` BEAM nodes (retrying
-until one answers), subscribes the agents' signal routes through a BEAM signal relay (failing over
-between BEAM nodes) and runs until cancelled; then it stops everything it started.
+`dspex_failure_predictor` and `dspex_performance` under one `Supervisor` (`dspex_agents_sup`,
+one_for_one: an agent that crashes is restarted with fresh state and registered again; more than
+`max_restarts` in `max_seconds` stops the node's agents), joins the `join` BEAM nodes (retrying
+until one answers), subscribes the agents' signal routes through a BEAM signal relay (failing
+over between BEAM nodes) and runs until cancelled; then it stops everything it started.
 
 It also exposes the module `dspex_agents` to `:erpc` / `:rpc`:
-`:erpc.call(py, :dspex_agents, :names, [])`, `…:stats, []` (load balancer),
-`…:predictions, []`, `…:scores, []`, `…:report, []`.
+`:erpc.call(py, :dspex_agents, :names, [])` (the agents running now), `…:stats, []` (load
+balancer), `…:predictions, []`, `…:scores, []`, `…:report, []`.
 
 `start_agent_node(...)` is the same without the waiting: it returns an `AgentNode` (node, bus,
 agents) to stop with `await agent_node.stop()`.
@@ -22,7 +24,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dspex_cluster.agents import ClusterBus, HostVitalsSensor
 from dspex_cluster.cluster.failure_predictor import FailureConfig, FailurePredictor
@@ -31,8 +33,17 @@ from dspex_cluster.cluster.load_balancer import LoadBalancer, LoadBalancerConfig
 from dspex_cluster.cluster.performance import PerformanceAgent, PerformanceConfig
 from dspex_cluster.cluster.warm import WarmAgent, default_store
 from dspex_cluster.etf import Atom
-from dspex_cluster.names import EXPOSED_MODULE, PYTHON_AGENT_NAMES
-from dspex_cluster.runtime import Node
+from dspex_cluster.names import (
+    EXPOSED_MODULE,
+    FAILURE_PREDICTOR,
+    HEALTH_MONITOR,
+    LOAD_BALANCER,
+    PERFORMANCE,
+    PYTHON_AGENT_NAMES,
+)
+from dspex_cluster.runtime import ChildSpec, Node, Supervisor
+
+AGENTS_SUPERVISOR = "dspex_agents_sup"
 
 if TYPE_CHECKING:
     from dspex_cluster.ops import OpsServer
@@ -54,17 +65,45 @@ class AgentSettings:
     # None: $DSPEX_STATE_DIR, and when that is unset too the agents start cold, saving nothing
     state_dir: str | None = None
     checkpoint_interval_s: float = 5.0
+    max_restarts: int = 5  # the agents' supervisor: at most this many restarts ...
+    max_seconds: float = 30.0  # ... within this many seconds
 
 
 @dataclass
 class AgentNode:
+    """A running agent node: the node, its cluster bus and the supervisor of its four agents.
+    The agent properties return the agent running now (a restarted agent is a new object)."""
+
     node: Node
     bus: ClusterBus
-    load_balancer: LoadBalancer
-    health_monitor: HealthMonitor
-    failure_predictor: FailurePredictor
-    performance: PerformanceAgent
+    supervisor: Supervisor
     ops: OpsServer | None = None  # /metrics and the dashboard, when ports were given
+
+    def _agent(self, name: str) -> Any:
+        agent = self.supervisor.child(name)
+        if agent is None:
+            raise LookupError(f"agent {name} is not running (being restarted, or stopped)")
+        return agent
+
+    @property
+    def load_balancer(self) -> LoadBalancer:
+        """The `dspex_load_balancer` agent."""
+        return self._agent(LOAD_BALANCER)  # type: ignore[no-any-return]
+
+    @property
+    def health_monitor(self) -> HealthMonitor:
+        """The `dspex_health_monitor` agent."""
+        return self._agent(HEALTH_MONITOR)  # type: ignore[no-any-return]
+
+    @property
+    def failure_predictor(self) -> FailurePredictor:
+        """The `dspex_failure_predictor` agent."""
+        return self._agent(FAILURE_PREDICTOR)  # type: ignore[no-any-return]
+
+    @property
+    def performance(self) -> PerformanceAgent:
+        """The `dspex_performance` agent."""
+        return self._agent(PERFORMANCE)  # type: ignore[no-any-return]
 
     async def serve_ops(
         self,
@@ -82,11 +121,50 @@ class AgentNode:
         self.ops = ops
         return ops
 
+    def running_agents(self) -> list[str]:
+        """The names of the agents registered and running now, in start order."""
+        return [n for n in PYTHON_AGENT_NAMES if self.node.whereis(n) is not None]
+
     async def stop(self) -> None:
+        """Stop the bus, the agents (last started first) and the node."""
         if self.ops is not None:
             await self.ops.stop()
         await self.bus.stop()
         await self.node.stop()
+
+
+def agent_specs(
+    settings: AgentSettings,
+    bus: ClusterBus,
+    current_load_balancer: Callable[[], LoadBalancer | None],
+    warm: Callable[[Any], Any] = lambda agent: agent,
+) -> list[ChildSpec]:
+    """The child specs of the four agents (each restart builds a fresh agent, which `warm`
+    gives the node's checkpoint store, so a restarted agent resumes from its last checkpoint);
+    the performance agent reads the load balancer running at the time through
+    `current_load_balancer`."""
+    s = settings
+
+    def health() -> HealthMonitor:
+        sensors = [HostVitalsSensor(s.host_vitals_interval_s)] if s.host_vitals_interval_s else []
+        return warm(HealthMonitor(s.health, bus=bus, sensors=sensors))  # type: ignore[no-any-return]
+
+    return [
+        ChildSpec(
+            LOAD_BALANCER, lambda: warm(LoadBalancer(s.load_balancer, bus=bus)), name=LOAD_BALANCER
+        ),
+        ChildSpec(HEALTH_MONITOR, health, name=HEALTH_MONITOR),
+        ChildSpec(
+            FAILURE_PREDICTOR,
+            lambda: warm(FailurePredictor(s.failure, bus=bus)),
+            name=FAILURE_PREDICTOR,
+        ),
+        ChildSpec(
+            PERFORMANCE,
+            lambda: PerformanceAgent(s.performance, load_balancer=current_load_balancer, bus=bus),
+            name=PERFORMANCE,
+        ),
+    ]
 
 
 async def start_agent_node(
@@ -124,21 +202,23 @@ async def start_agent_node(
             agent.checkpoint_interval_s = s.checkpoint_interval_s
             return agent
 
-        lb = warm(LoadBalancer(s.load_balancer, bus=bus))
-        await node.spawn(lb, name=lb.name)
-        sensors = []
-        if s.host_vitals_interval_s:
-            sensors.append(HostVitalsSensor(s.host_vitals_interval_s))
-        health = warm(HealthMonitor(s.health, bus=bus, sensors=sensors))
-        await node.spawn(health, name=health.name)
-        failure = warm(FailurePredictor(s.failure, bus=bus))
-        await node.spawn(failure, name=failure.name)
-        perf = PerformanceAgent(s.performance, load_balancer=lb, bus=bus)
-        await node.spawn(perf, name=perf.name)
+        supervisor: Supervisor | None = None
+
+        def current_load_balancer() -> LoadBalancer | None:
+            found = supervisor.child(LOAD_BALANCER) if supervisor is not None else None
+            return found if isinstance(found, LoadBalancer) else None
+
+        supervisor = Supervisor(
+            agent_specs(s, bus, current_load_balancer, warm),
+            strategy="one_for_one",
+            max_restarts=s.max_restarts,
+            max_seconds=s.max_seconds,
+        )
+        await node.spawn(supervisor, name=AGENTS_SUPERVISOR)
     except BaseException:
         await node.stop()
         raise
-    agent_node = AgentNode(node, bus, lb, health, failure, perf)
+    agent_node = AgentNode(node, bus, supervisor)
     _expose(agent_node)
     return agent_node
 
@@ -192,19 +272,27 @@ async def run_agent_node(
 
 
 def _expose(a: AgentNode) -> None:
+    # each call reads the agent running now: a restarted agent is a new object
     def names() -> list[Atom]:
-        return [Atom(n) for n in PYTHON_AGENT_NAMES]
+        return [Atom(n) for n in a.running_agents()]
 
     a.node.expose(
         EXPOSED_MODULE,
         {
             "names": names,
-            "stats": a.load_balancer.stats,
-            "predictions": a.failure_predictor.predictions,
-            "scores": a.health_monitor.anomaly.scores,
-            "report": a.performance.report,
+            "stats": lambda: a.load_balancer.stats(),
+            "predictions": lambda: a.failure_predictor.predictions(),
+            "scores": lambda: a.health_monitor.anomaly.scores(),
+            "report": lambda: a.performance.report(),
         },
     )
 
 
-__all__ = ["AgentNode", "AgentSettings", "run_agent_node", "start_agent_node"]
+__all__ = [
+    "AGENTS_SUPERVISOR",
+    "AgentNode",
+    "AgentSettings",
+    "agent_specs",
+    "run_agent_node",
+    "start_agent_node",
+]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,12 +56,20 @@ class PerformanceAgent(Agent):
     def __init__(
         self,
         config: PerformanceConfig | None = None,
-        load_balancer: LoadBalancer | None = None,
+        load_balancer: LoadBalancer | Callable[[], LoadBalancer | None] | None = None,
         **kwargs: Any,
     ) -> None:
+        """`load_balancer`: the agent whose placement outcomes the report includes, or a function
+        returning the one running now (under a supervisor it is a new object after a restart)."""
         super().__init__(PERFORMANCE, **kwargs)
         self.config = config or PerformanceConfig()
-        self.load_balancer = load_balancer
+        self._load_balancer = load_balancer
+
+    @property
+    def load_balancer(self) -> LoadBalancer | None:
+        """The load balancer running now, if any."""
+        lb = self._load_balancer
+        return lb() if callable(lb) else lb
 
     def setup(self) -> None:
         self.arrivals: deque[tuple[float, str, float | None]] = deque(maxlen=50_000)
