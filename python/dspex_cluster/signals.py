@@ -225,6 +225,7 @@ class Signal:
     # -- conveniences --------------------------------------------------------------------------
 
     def with_data(self, data: Any) -> Signal:
+        """A copy of this signal carrying `data`."""
         return replace(self, data=data, absent=self.absent - {"data"})
 
     def get(self, key: str, default: Any = None) -> Any:

@@ -55,6 +55,7 @@ def test_wheel_builds_with_c_extension_and_runs_in_a_fresh_venv(tmp_path: Path) 
     assert any(n.startswith("dspex_cluster/etf/_cetf") and n.endswith(".so") for n in names)
     assert "dspex_cluster/ops/static/dashboard.js" in names
     assert "dspex_cluster/ops/static/dashboard.html" in names
+    assert "dspex_cluster/py.typed" in names  # PEP 561: the type hints are part of the package
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv])

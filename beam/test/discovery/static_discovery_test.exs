@@ -44,10 +44,17 @@ defmodule DSPEx.Clustering.Discovery.StaticDiscoveryTest do
                :connect_failed
            end)
 
-    # a hidden node without a discovery agent (a remote shell, a Python node) is kept as unmanaged
+    # a hidden node without a discovery agent (a remote shell, erl_call) is left alone: it is
+    # asked nothing and listed nowhere until it says hello (as a Python node does on joining)
     {ph, h} = Support.start_peer("sth#{u}", cookie, [~c"-hidden"])
     assert Support.pcall(ph, Node, :connect, [a])
+    Process.sleep(500)
+    topology = Support.pcall(pa, NodeDiscovery, :topology, [])
+    refute Map.has_key?(topology.members, h) or h in topology.pending
+    hello = {:dspex_hello, h, %{kind: :python}}
+    Support.pcall(ph, :erlang, :send, [{NodeDiscovery.name(), a}, hello])
 
+    # then it is kept as unmanaged
     assert Support.wait_until(fn ->
              match?(
                %{status: :unmanaged, kind: :hidden},

@@ -38,6 +38,7 @@ class ActionError(ValueError):
         self.kind = kind
 
     def term(self) -> tuple[Atom, Any, str]:
+        """The Erlang term for the error: {invalid_params, [{Param, Why}]} or the error kind."""
         return (Atom(self.kind), Atom(self.field), self.why)
 
 

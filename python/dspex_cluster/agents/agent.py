@@ -84,15 +84,20 @@ class Agent(GenServer):
         """Set up state (runs in init, before sensors start and routes are subscribed)."""
 
     def actions(self) -> list[Action]:
+        """The agent's own actions (override; skills add theirs)."""
         return []
 
     def routes(self) -> list[Route]:
+        """The agent's signal routes: (pattern, handler) pairs (override)."""
         return []
 
     def sensors(self) -> list[Sensor]:
+        """The agent's own sensors (override; skills add theirs)."""
         return []
 
     async def handle_request(self, request: Any, caller: Caller) -> Any:
+        """Calls and casts other than {cmd, ...} and state (override). Raise BadRequest for a
+        malformed one; the default answers {error, {unknown_request, Request}}."""
         return (ERROR, (Atom("unknown_request"), request))
 
     async def handle_event(self, message: Any) -> None:
@@ -122,6 +127,8 @@ class Agent(GenServer):
             self.bus.publish(signal)
 
     async def run_action(self, name: str, params: Any = None) -> Any:
+        """Run action `name` with `params` (validated by the action's schema); ActionError if
+        unknown or invalid."""
         found = self._actions.get(str(name))
         if found is None:
             raise ActionError(str(name), "is not an action of this agent", "unknown_action")
@@ -130,6 +137,8 @@ class Agent(GenServer):
     # -- GenServer -----------------------------------------------------------------------------
 
     async def init(self) -> None:
+        """Mount the skills, collect actions, routes and sensors, start the sensors and subscribe
+        the routes on the bus."""
         for skill in self.skills:
             skill.mount(self)
         self.setup()
@@ -209,6 +218,8 @@ class Agent(GenServer):
             return (ERROR, (Atom("action_failed"), f"{type(err).__name__}: {err}"))
 
     async def handle_info(self, message: Any) -> None:
+        """Signals, sensor ticks and relay changes; other messages go to the event sensors and
+        handle_event."""
         if isinstance(message, tuple) and len(message) == 2:
             if message[0] == SIGNAL:
                 await self._on_signal(message[1])

@@ -70,11 +70,13 @@ class ClusterBus:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start keeping a relay (a task the node owns) and follow nodeup/nodedown."""
         self.node.on_nodedown(self._nodedown)
         self.node.on_nodeup(self._nodeup)
         self._task = self.node._spawn_task(self._keep_relay(), name="cluster bus")
 
     async def stop(self) -> None:
+        """Stop the relay keeper and any publish in flight."""
         for task in [self._task, *self._publishes]:
             if task is not None:
                 task.cancel()
@@ -91,6 +93,8 @@ class ClusterBus:
     # -- subscriptions -------------------------------------------------------------------------
 
     async def subscribe(self, pid: Pid, pattern: str) -> None:
+        """Deliver cluster signals matching `pattern` to local `pid` as {signal, Map} (through the
+        relay)."""
         if not valid_pattern(pattern):
             raise ValueError(f"invalid signal pattern {pattern!r}")
         self.subscriptions.setdefault(pid, set()).add(pattern)
@@ -103,6 +107,7 @@ class ClusterBus:
                 self._lose_relay(relay)
 
     async def unsubscribe_all(self, pid: Pid) -> None:
+        """Drop every subscription of `pid`."""
         patterns = self.subscriptions.pop(pid, set())
         relay = self.relay
         if relay is not None:

@@ -44,9 +44,11 @@ class Sensor:
         """Called when the agent ends."""
 
     async def sense(self, agent: Agent) -> list[Signal] | None:
+        """Polled every interval_s: the signals to publish (override)."""
         return None
 
     def on_event(self, agent: Agent, message: Any) -> list[Signal] | None:
+        """An event-driven sensor's view of a message: the signals to publish (override)."""
         return None
 
 
@@ -58,6 +60,7 @@ class FunctionSensor(Sensor):
         self._fn = fn
 
     async def sense(self, agent: Agent) -> list[Signal] | None:
+        """Call the function with the agent; its signals."""
         out = self._fn(agent)
         if hasattr(out, "__await__"):
             out = await out
@@ -72,6 +75,7 @@ class NodeEventSensor(Sensor):
     name = "node_events"
 
     def start(self, agent: Agent) -> None:
+        """Follow the node's nodeup/nodedown events for this agent."""
         node = agent.node
         pid = agent.pid
 
@@ -104,6 +108,7 @@ class HostVitalsSensor(Sensor):
         self._last = time.monotonic()
 
     def vitals(self) -> dict[str, Any]:
+        """This host's CPU, memory and load figures, as a map of atoms."""
         mem = psutil.virtual_memory()
         with self._proc.oneshot():
             rss = self._proc.memory_info().rss
@@ -124,4 +129,5 @@ class HostVitalsSensor(Sensor):
         }
 
     async def sense(self, agent: Agent) -> list[Signal] | None:
+        """A cluster.health.data signal with this host's vitals."""
         return [signals.health_data(self.vitals(), node=str(agent.node.name))]

@@ -31,15 +31,19 @@ class Skill:
     agent: Agent
 
     def mount(self, agent: Agent) -> None:
+        """Called when the agent starts, before its actions and routes are collected."""
         self.agent = agent
 
     def actions(self) -> list[Action]:
+        """The actions this skill adds to its agent."""
         return []
 
     def routes(self) -> list[Route]:
+        """The signal routes this skill adds to its agent."""
         return []
 
     def sensors(self) -> list[Sensor]:
+        """The sensors this skill adds to its agent."""
         return []
 
     def describe(self) -> dict[str, Any]:

@@ -193,11 +193,15 @@ def growth(
 
 
 class FailurePredictor(WarmAgent, Agent):
+    """The `dspex_failure_predictor` agent: predicts node failures from health, anomalies and
+    membership (see the module docstring)."""
+
     def __init__(self, config: FailureConfig | None = None, **kwargs: Any) -> None:
         super().__init__(FAILURE_PREDICTOR, **kwargs)
         self.config = config or FailureConfig()
 
     def setup(self) -> None:
+        """Fresh state for this agent (run at init, and again after a supervisor restart)."""
         self.nodes: dict[Atom, NodeRisk] = {}
         self.published: list[Signal] = []
         self.first_seen: dict[Atom, float] = {}  # wall clock
@@ -212,9 +216,11 @@ class FailurePredictor(WarmAgent, Agent):
     # -- warm restarts (cluster/warm.py): the failure history ------------------------------------
 
     def warm_version(self) -> Any:
+        """Changes whenever the learned state does (a checkpoint is due when it moved)."""
         return (len(self.failure_log), len(self.first_seen), self.hazard_since)
 
     def warm_state(self) -> dict[str, Any]:
+        """The learned state to checkpoint (plain data)."""
         return {
             "since": self.hazard_since,
             "first_seen": {str(n): t for n, t in self.first_seen.items()},
@@ -222,6 +228,7 @@ class FailurePredictor(WarmAgent, Agent):
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
+        """Resume from a checkpoint made by warm_state."""
         first = {Atom(n): float(t) for n, t in state["first_seen"].items()}
         failures = [(Atom(n), float(d), float(b)) for n, d, b in state["failures"]]
         self.first_seen, self.failure_log = first, failures
@@ -263,6 +270,7 @@ class FailurePredictor(WarmAgent, Agent):
         return len(self.failure_log)
 
     def routes(self) -> list[Route]:
+        """The cluster signals this agent consumes, with their handlers."""
         return [
             ("cluster.health.data", self.on_health),
             ("cluster.health.anomaly", self.on_anomaly),
@@ -270,18 +278,22 @@ class FailurePredictor(WarmAgent, Agent):
         ]
 
     def sensors(self) -> list[Sensor]:
+        """This agent's periodic sensors (and the checkpoint sensor, when warm)."""
         return [
             FunctionSensor("predict", self.config.check_interval_s, self.check),
             *self._checkpoint_sensor(),
         ]
 
     def actions(self) -> list[Action]:
+        """This agent's actions ({cmd, Action, Params})."""
         return [
             Action("predictions", lambda a: a.predictions()),
             Action("predict", lambda a, node: a.predict_one(node), {"node": Param("node", True)}),
         ]
 
     async def handle_request(self, request: Any, caller: Caller) -> Any:
+        """The calls this agent serves (see the module docstring); a malformed one raises
+        BadRequest."""
         if request == "predictions":
             return self.predictions()
         if isinstance(request, tuple) and len(request) == 2 and request[0] == "predict":
@@ -326,6 +338,7 @@ class FailurePredictor(WarmAgent, Agent):
     # -- evidence ------------------------------------------------------------------------------
 
     def on_health(self, signal: Signal) -> None:
+        """A cluster.health.data signal: one row of a node's vitals."""
         node = signal.get("node")
         if not isinstance(node, Atom):
             return
@@ -359,11 +372,13 @@ class FailurePredictor(WarmAgent, Agent):
             r.saturated.append(cpu is not None and cpu >= 0.9)
 
     def on_anomaly(self, signal: Signal) -> None:
+        """A cluster.health.anomaly signal: evidence for the node's failure model."""
         node, score = signal.get("node"), number(signal.get("score"))
         if isinstance(node, Atom) and score is not None:
             self._risk(node).anomaly = score
 
     def on_membership(self, signal: Signal) -> None:
+        """cluster.node.* signals: up, suspect and down change what is predicted."""
         node = signal.get("node")
         if not isinstance(node, Atom):
             return
@@ -497,6 +512,7 @@ class FailurePredictor(WarmAgent, Agent):
         }
 
     def check(self, _agent: Agent) -> list[Signal]:
+        """The periodic check: predict every node; cluster.failure.predicted for those at risk."""
         c = self.config
         now = time.monotonic()
         out: list[Signal] = []
@@ -565,6 +581,7 @@ class FailurePredictor(WarmAgent, Agent):
         }
 
     def predictions(self) -> dict[Atom, Any]:
+        """The latest prediction of every node (probability, horizon, reasons)."""
         now, wall = time.monotonic(), time.time()
         history = self.history_probabilities(list(self.nodes), wall)
         return {
@@ -576,6 +593,7 @@ class FailurePredictor(WarmAgent, Agent):
         }
 
     def predict_one(self, node: Any) -> Any:
+        """A fresh prediction for one node."""
         r = self.nodes.get(Atom(node))
         if r is None:
             return (Atom("error"), Atom("unknown_node"))

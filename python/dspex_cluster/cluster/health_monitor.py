@@ -322,21 +322,26 @@ class HealthMonitor(WarmAgent, Agent):
         super().__init__(HEALTH_MONITOR, skills=[self.anomaly], **kwargs)
 
     def setup(self) -> None:
+        """Fresh state for this agent (run at init, and again after a supervisor restart)."""
         self._warm_start()
 
     def sensors(self) -> list[Sensor]:
+        """This agent's sensors (and the checkpoint sensor, when warm)."""
         return self._checkpoint_sensor()
 
     def warm_version(self) -> Any:
+        """Changes whenever the learned state does (a checkpoint is due when it moved)."""
         return sum(h.rows for h in self.anomaly.nodes.values())
 
     def warm_state(self) -> dict[str, Any]:
+        """The learned state to checkpoint (plain data)."""
         return {
             str(node): {"names": h.names, "rows": np.array(h.recent).reshape(-1, len(h.names))}
             for node, h in self.anomaly.nodes.items()
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
+        """Resume from a checkpoint made by warm_state."""
         nodes: dict[Atom, NodeHealth] = {}
         for node, saved in state.items():
             names = [str(n) for n in saved["names"]]
@@ -347,6 +352,7 @@ class HealthMonitor(WarmAgent, Agent):
         self.anomaly.nodes = nodes
 
     async def handle_request(self, request: Any, caller: Caller) -> Any:
+        """`scores` and `{explain, Node}` (see the module docstring)."""
         if request == "scores":
             return self.anomaly.scores()
         if isinstance(request, tuple) and len(request) == 2 and request[0] == "explain":

@@ -131,11 +131,15 @@ class LoadBalancerConfig:
 
 
 class LoadBalancer(WarmAgent, Agent):
+    """The `dspex_load_balancer` agent: learned placement, draining and rebalancing (see the
+    module docstring)."""
+
     def __init__(self, config: LoadBalancerConfig | None = None, **kwargs: Any) -> None:
         super().__init__(LOAD_BALANCER, **kwargs)
         self.config = config or LoadBalancerConfig()
 
     def setup(self) -> None:
+        """Fresh state for this agent (run at init, and again after a supervisor restart)."""
         c = self.config
         self.view = ClusterView()
         self.model = PlacementModel(1, optimism=c.optimism, drift=c.drift)
@@ -164,9 +168,11 @@ class LoadBalancer(WarmAgent, Agent):
     # -- warm restarts (cluster/warm.py): the learned node speeds ---------------------------------
 
     def warm_version(self) -> Any:
+        """Changes whenever the learned state does (a checkpoint is due when it moved)."""
         return (self.model._obs, len(self.index))  # what outcomes taught, not decisions since
 
     def warm_state(self) -> dict[str, Any]:
+        """The learned state to checkpoint (plain data)."""
         return {
             "nodes": [str(n) for n in self._row_node],
             "schedulers": {str(n): v for n, v in self.schedulers.items()},
@@ -174,6 +180,7 @@ class LoadBalancer(WarmAgent, Agent):
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
+        """Resume from a checkpoint made by warm_state."""
         nodes = [Atom(n) for n in state["nodes"]]
         model = state["model"]
         if not isinstance(model, dict) or len(set(nodes)) != len(nodes):
@@ -186,6 +193,7 @@ class LoadBalancer(WarmAgent, Agent):
     # -- agent wiring --------------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
+        """The cluster signals this agent consumes, with their handlers."""
         return [
             ("cluster.load.report", self.on_load_report),
             ("cluster.node.*", self.on_membership),
@@ -194,6 +202,7 @@ class LoadBalancer(WarmAgent, Agent):
         ]
 
     def sensors(self) -> list[Sensor]:
+        """This agent's periodic sensors (and the exploration knob, when configured)."""
         c = self.config
         sensors: list[Sensor] = [
             FunctionSensor("forecast", c.forecast_interval_s, self.forecast_tick)
@@ -204,6 +213,7 @@ class LoadBalancer(WarmAgent, Agent):
         return sensors + self._checkpoint_sensor()
 
     def actions(self) -> list[Action]:
+        """This agent's actions ({cmd, Action, Params})."""
         return [
             Action(
                 "place",
@@ -216,6 +226,8 @@ class LoadBalancer(WarmAgent, Agent):
         ]
 
     async def handle_request(self, request: Any, caller: Caller) -> Any:
+        """The calls this agent serves (see the module docstring); a malformed one raises
+        BadRequest."""
         if isinstance(request, tuple) and request:
             tag, args = request[0], request[1:]
             if tag == "place" and len(args) == 2:
@@ -260,6 +272,8 @@ class LoadBalancer(WarmAgent, Agent):
     # field; filtering and scoring are array operations, never a Python loop per node.
 
     def place(self, agent_spec: Any, constraints: Any) -> Any:
+        """{place, Spec, Constraints}: the node to run an agent on ({ok, Node} or {error,
+        no_suitable_nodes})."""
         started = time.perf_counter()
         c = merged_constraints(agent_spec, constraints)
         now = time.monotonic()
@@ -275,6 +289,8 @@ class LoadBalancer(WarmAgent, Agent):
         return result
 
     def advise(self, agent_spec: Any, constraints: Any, candidates: Any) -> Any:
+        """{advise, Spec, Constraints, Candidates}: the BEAM front's question; {ok, Node} or
+        no_advice."""
         started = time.perf_counter()
         c = merged_constraints(agent_spec, constraints)
         f = Filter.of(c)
@@ -398,6 +414,7 @@ class LoadBalancer(WarmAgent, Agent):
     # -- learning ------------------------------------------------------------------------------
 
     def outcome(self, node: Any, task_features: Any, duration_ms: Any) -> Any:
+        """{placement_outcome, Node, Task, DurationMs}: learn a node speed from one task."""
         ms = number(duration_ms)
         if not isinstance(node, Atom) or ms is None or ms <= 0:
             return (ERROR, Atom("badarg"))
@@ -433,6 +450,7 @@ class LoadBalancer(WarmAgent, Agent):
         )
 
     def drain_limit(self) -> int:
+        """How many nodes may be drained at once (never the whole cluster)."""
         return max(1, math.floor(self.beam_members() * self.config.max_drained_share))
 
     def guarded_drain(self, node: Atom, p: float) -> bool:
@@ -451,12 +469,14 @@ class LoadBalancer(WarmAgent, Agent):
         return False
 
     def undrain(self, node: Any) -> Any:
+        """{undrain, Node}: place work on the node again."""
         self.drained.pop(Atom(node), None)
         return OK
 
     # -- signals -------------------------------------------------------------------------------
 
     def on_load_report(self, signal: Signal) -> None:
+        """A cluster.load.report signal: the node's current load."""
         state = self.view.on_load_report(signal)
         if state is not None:
             self._sync(state)
@@ -475,6 +495,7 @@ class LoadBalancer(WarmAgent, Agent):
                 self.table.set_schedulers(row, float(len(per)))
 
     def on_membership(self, signal: Signal) -> None:
+        """cluster.node.* signals: nodes joining, suspected and leaving."""
         changed = self.view.on_membership(signal)
         if changed is not None:
             state, before = changed
@@ -483,6 +504,7 @@ class LoadBalancer(WarmAgent, Agent):
                 self.drained.pop(state.node, None)  # a node back from the dead starts afresh
 
     def on_prediction(self, signal: Signal) -> None:
+        """cluster.failure.predicted: drain a node likely to fail."""
         data = as_mapping(signal.data)
         node, p = data.get("node"), number(data.get("probability"))
         if not isinstance(node, Atom) or p is None:
@@ -495,6 +517,8 @@ class LoadBalancer(WarmAgent, Agent):
     # -- load history, forecasts, rebalancing --------------------------------------------------
 
     def forecast_tick(self, _agent: Agent) -> list[Signal]:
+        """The forecast sensor: feed the latest CPU loads, plan a rebalance if nodes stay
+        overloaded."""
         n = len(self.index)
         if n == 0:
             return []
@@ -509,6 +533,7 @@ class LoadBalancer(WarmAgent, Agent):
         return self._rebalance_plan()
 
     def forecast(self, steps: int) -> dict[Atom, list[float]]:
+        """{forecast, Steps}: each node's CPU forecast for the next `steps` ticks (1..60)."""
         steps = max(1, min(steps, 60))
         path = self._forecaster.forecast_path(steps)  # (steps, nodes)
         return {
@@ -578,6 +603,8 @@ class LoadBalancer(WarmAgent, Agent):
     # -- introspection -------------------------------------------------------------------------
 
     def stats(self) -> dict[Atom, Any]:
+        """`stats`: learned node speeds, in-flight work, CPU and forecast per node; totals and
+        decision latency."""
         now = time.monotonic()
         next_cpu = self._forecaster.forecast(1) if self.index else np.zeros(0)
         speeds = self.model.speed

@@ -53,6 +53,9 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 class PerformanceAgent(Agent):
+    """The `dspex_performance` agent: signal and placement performance of the cluster (see the
+    module docstring)."""
+
     def __init__(
         self,
         config: PerformanceConfig | None = None,
@@ -72,25 +75,32 @@ class PerformanceAgent(Agent):
         return lb() if callable(lb) else lb
 
     def setup(self) -> None:
+        """Fresh state for this agent (run at init, and again after a supervisor restart)."""
         self.arrivals: deque[tuple[float, str, float | None]] = deque(maxlen=50_000)
         self.loads: dict[Atom, dict[str, Any]] = {}
         self.reports: list[Signal] = []
 
     def routes(self) -> list[Route]:
+        """The cluster signals this agent consumes, with their handlers."""
         return [("cluster.**", self.on_signal)]
 
     def sensors(self) -> list[Sensor]:
+        """This agent's periodic sensors."""
         return [FunctionSensor("report", self.config.report_interval_s, self.periodic)]
 
     def actions(self) -> list[Action]:
+        """This agent's actions ({cmd, Action, Params})."""
         return [Action("report", lambda a: a.report())]
 
     async def handle_request(self, request: Any, caller: Caller) -> Any:
+        """The calls this agent serves (see the module docstring); a malformed one raises
+        BadRequest."""
         if request == "report":
             return self.report()
         return await super().handle_request(request, caller)
 
     def on_signal(self, signal: Signal) -> None:
+        """Every cluster signal: counted by type, with its delivery latency."""
         latency = None
         if signal.time is not None:
             try:
@@ -105,6 +115,7 @@ class PerformanceAgent(Agent):
                 self.loads[node] = as_mapping(signal.data)
 
     def periodic(self, _agent: Agent) -> list[Signal]:
+        """The periodic cluster.performance.report signal."""
         report = self.report()
         signal = signals.performance_report(
             {str(k): v for k, v in report.items()}, origin=str(self.node.name)
@@ -113,6 +124,8 @@ class PerformanceAgent(Agent):
         return [signal]
 
     def report(self) -> dict[Atom, Any]:
+        """`report`: signal rates and latencies, placement outcomes per node, publish and decision
+        times."""
         c = self.config
         now = time.monotonic()
         since = now - c.window_s

@@ -118,6 +118,7 @@ class BitString:
 
     @property
     def bit_size(self) -> int:
+        """The number of bits: 8 * (len(data) - 1) + bits (bits of the last byte used)."""
         return (len(self.data) - 1) * 8 + self.bits
 
 

@@ -40,6 +40,8 @@ class GenServer(Process):
         """Runs in the process before the first message; spawn() waits for it."""
 
     async def handle_call(self, request: Any, caller: Caller) -> Any:
+        """Answer a call: the return value is the reply (NOREPLY to answer later with `reply`). The
+        default exits with {bad_call, Request}."""
         raise Exit(("bad_call", request))
 
     async def handle_cast(self, request: Any) -> None:

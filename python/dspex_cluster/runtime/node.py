@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import secrets
+import signal
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -106,6 +107,7 @@ class Node:
         self._nodedown_callbacks: list[Callable[[Atom, Any], None]] = []
         self._nodeup_callbacks: list[Callable[[Atom], None]] = []
         self._joined: set[Atom] = set()  # BEAM nodes we announced ourselves to (see join)
+        self._on_stop: list[Callable[[], None]] = []  # serve_forever's wake-ups
         self._server: asyncio.Server | None = None
         self._registration: epmd_client.Registration | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -119,6 +121,7 @@ class Node:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Listen, register with epmd and start the node's services (rex, net_kernel, ...)."""
         if self.started:
             return
         self.loop = asyncio.get_running_loop()
@@ -144,6 +147,8 @@ class Node:
         if not self.started:
             return
         self.started = False
+        for wake in list(self._on_stop):
+            wake()
         for ep in list(self._procs.values()):
             if isinstance(ep, Process):
                 ep._kill(SHUTDOWN)
@@ -174,6 +179,33 @@ class Node:
         await asyncio.sleep(0)
         log.info("node %s stopped", self.name)
 
+    async def serve_forever(
+        self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+    ) -> None:
+        """Start the node if needed and run until one of `signals` arrives (SIGTERM, Ctrl-C) or
+        `stop()` is called elsewhere; then stop it: every process, connection and the epmd
+        registration. Signal handlers are installed only while it runs, in the main thread."""
+        await self.start()
+        done = asyncio.Event()
+        self._on_stop.append(done.set)
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in signals:
+            try:
+                loop.add_signal_handler(sig, done.set)
+                installed.append(sig)
+            except (ValueError, RuntimeError, NotImplementedError):
+                pass  # not the main thread, or no signals here: stop() still ends the wait
+        try:
+            if self.started:
+                await done.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if done.set in self._on_stop:
+                self._on_stop.remove(done.set)
+            await self.stop()
+
     async def __aenter__(self) -> Node:
         await self.start()
         return self
@@ -200,6 +232,7 @@ class Node:
         return Pid(self.name, n % _MAX_PID_ID, (n // _MAX_PID_ID) % _MAX_PID_SERIAL, self.creation)
 
     def make_ref(self) -> Reference:
+        """A new unique reference of this node (erlang:make_ref/0)."""
         n = next(self._ref_counter)
         return Reference(
             self.name, self.creation, (n & 0x3FFFF, (n >> 18) & 0xFFFFFFFF, self._ref_salt)
@@ -280,6 +313,7 @@ class Node:
             self._drop_monitor(pid, ref, target)
 
     def register(self, name: str, pid: Pid) -> None:
+        """Register a live local process under `name` (erlang:register/2); ValueError if taken."""
         atom = Atom(name)
         if atom in self._names and self._names[atom] != pid:
             raise ValueError(f"name {name!r} is already registered")
@@ -290,18 +324,22 @@ class Node:
         self._names_of[pid] = atom
 
     def unregister(self, name: str) -> None:
+        """Remove the registered name `name` (no error if it is not registered)."""
         pid = self._names.pop(Atom(name), None)
         self._named.pop(Atom(name), None)
         if pid is not None:
             self._names_of.pop(pid, None)
 
     def whereis(self, name: str) -> Pid | None:
+        """The pid registered as `name`, or None (erlang:whereis/1)."""
         return self._names.get(Atom(name))
 
     def registered(self) -> list[Atom]:
+        """Every registered name on this node (erlang:registered/0)."""
         return list(self._names)
 
     def is_alive(self, pid: Pid) -> bool:
+        """Whether `pid` is a live local process."""
         return pid in self._procs
 
     def create_alias(self, pid: Pid) -> Reference:
@@ -313,6 +351,7 @@ class Node:
         return ref
 
     def remove_alias(self, ref: Reference) -> None:
+        """Deactivate an alias made by create_alias (erlang:unalias/1)."""
         self._aliases.pop(ref, None)
 
     # -- sending -------------------------------------------------------------------------------
@@ -374,6 +413,7 @@ class Node:
     # -- links, monitors, exits ----------------------------------------------------------------
 
     def link(self, a: Pid, b: Pid) -> None:
+        """Link local process `a` to `b` (local or remote), as erlang:link/1 run by `a`."""
         ep = self._procs.get(a)
         if ep is None:
             raise ValueError(f"{a!r} is not a live local process")
@@ -391,6 +431,7 @@ class Node:
             self._send_control(b.node, C.link(a, b))
 
     def unlink(self, a: Pid, b: Pid) -> None:
+        """Remove the link between local process `a` and `b` (erlang:unlink/1 run by `a`)."""
         ep = self._procs.get(a)
         if ep is not None:
             ep._links.discard(b)
@@ -402,6 +443,8 @@ class Node:
             self._send_control(b.node, C.unlink_id(next(self._unlink_ids), a, b))
 
     def monitor(self, watcher: Pid, target: Any) -> Reference:
+        """Make local process `watcher` monitor `target` (a pid, a local name or a (name, node)
+        pair); its reference. A DOWN reaches `watcher` when the target ends."""
         ref = self.make_ref()
         ep = self._procs.get(watcher)
         if ep is None:
@@ -437,6 +480,7 @@ class Node:
         return ref
 
     def demonitor(self, watcher: Pid, ref: Reference) -> None:
+        """Remove the monitor `ref` held by `watcher` (erlang:demonitor/1)."""
         ep = self._procs.get(watcher)
         target = ep._monitors.pop(ref, None) if ep is not None else None
         if target is not None:
@@ -575,6 +619,7 @@ class Node:
         self._exposed[str(module_name)] = funs
 
     def exposed_function(self, module: Any, fun: Any) -> Callable[..., Any] | None:
+        """The callable exposed as module:fun, or None (what :erpc/:rpc may call)."""
         funs = self._exposed.get(str(module))
         return None if funs is None else funs.get(str(fun))
 
@@ -585,6 +630,7 @@ class Node:
         return [n for n, c in self._conns.items() if c.is_up]
 
     def connection(self, node: Any) -> DistConnection | None:
+        """The distribution connection to `node`, or None."""
         return self._conns.get(Atom(node))
 
     async def connect(self, node: Any) -> bool:
@@ -597,6 +643,8 @@ class Node:
             return False
 
     async def disconnect(self, node: Any) -> None:
+        """Close the connection to `node` (erlang:disconnect_node/1); links and monitors fire
+        noconnection."""
         conn = self._conns.get(Atom(node))
         if conn is not None:
             conn.close()
@@ -628,9 +676,11 @@ class Node:
             self.send((Atom(agent), node), hello)
 
     def on_nodeup(self, callback: Callable[[Atom], None]) -> None:
+        """Call `callback(node)` whenever a connection comes up."""
         self._nodeup_callbacks.append(callback)
 
     def on_nodedown(self, callback: Callable[[Atom, Any], None]) -> None:
+        """Call `callback(node, why)` whenever a connection goes down."""
         self._nodedown_callbacks.append(callback)
 
     async def _ensure_connection(self, node: Atom) -> DistConnection:

@@ -136,6 +136,8 @@ class Process(Endpoint):
         self._kill_reason: Any = None
 
     async def run(self) -> None:
+        """The process body: returning exits `normal`, raising Exit(reason) exits `reason`, any
+        other exception exits {python_exception, ...}."""
         raise NotImplementedError(f"{type(self).__name__} must define async def run(self)")
 
     async def _main(self) -> None:
@@ -183,6 +185,7 @@ class Process(Endpoint):
 
     @property
     def mailbox_size(self) -> int:
+        """How many messages wait in the mailbox."""
         return len(self._mailbox)
 
     # -- signals -------------------------------------------------------------------------------
@@ -213,12 +216,16 @@ class Process(Endpoint):
     # -- conveniences: the node's API with this process as the sender ---------------------------
 
     def send(self, dest: Any, message: Any) -> None:
+        """Send `message` to `dest` (pid, alias, local name or (name, node)) with this process as
+        the sender."""
         self.node.send(dest, message, sender=self.pid)
 
     def link(self, pid: Pid) -> None:
+        """Link this process to `pid` (erlang:link/1)."""
         self.node.link(self.pid, pid)
 
     def unlink(self, pid: Pid) -> None:
+        """Remove the link to `pid` (erlang:unlink/1)."""
         self.node.unlink(self.pid, pid)
 
     def monitor(self, target: Any) -> Reference:
@@ -226,6 +233,7 @@ class Process(Endpoint):
         return self.node.monitor(self.pid, target)
 
     def demonitor(self, ref: Reference, flush: bool = False) -> None:
+        """Remove monitor `ref`; with flush, drop its DOWN message if it already arrived."""
         self.node.demonitor(self.pid, ref)
         if flush:
             self._mailbox = deque(m for m in self._mailbox if not (_is_down(m) and m[1] == ref))
@@ -235,6 +243,7 @@ class Process(Endpoint):
         self.node.exit(pid, reason, sender=self.pid)
 
     async def call(self, dest: Any, request: Any, timeout: float = 5.0) -> Any:
+        """gen_server:call from this process (see Node.call)."""
         return await self.node.call(dest, request, timeout=timeout)
 
 
