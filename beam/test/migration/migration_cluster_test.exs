@@ -137,6 +137,23 @@ defmodule DSPEx.Clustering.MigrationClusterTest do
     SignalBus.unsubscribe("cluster.migration.*")
   end
 
+  test "sensors keep their rate across migrations (the old instance's timers stay behind)",
+       %{a: a, b: b} do
+    id = uniq()
+    {:ok, _} = Migration.start_agent(RecordingAgent, [id: id, tick_ms: 20], a)
+
+    for target <- [b, a, b, a, b, a] do
+      Process.sleep(30)
+      {:ok, _} = Migration.migrate(id, target, grace_ms: 50)
+    end
+
+    t0 = Agent.call(id, :ticks)
+    Process.sleep(1_000)
+    ticks = Agent.call(id, :ticks) - t0
+    # one timer: about 50 a second (fewer under load); doubled per move it would be ~3,000
+    assert ticks in 10..60, "#{ticks} ticks in 1 s"
+  end
+
   test "a target that refuses or is unreachable leaves the agent where it was", %{a: a, b: b} do
     id = uniq()
     {:ok, _} = Migration.start_agent(RecordingAgent, [id: id], a)

@@ -3,7 +3,8 @@ defmodule DSPEx.Test.RecordingAgent do
   An agent for migration tests: records, per sender tag, every number it was sent (by
   `Agent.send/2` as `{:msg, tag, n}` or `Agent.call/3` as `{:msg, tag, n}`), carries a padding
   binary of `pad_bytes` (random, or zeros with `pad: :zeros`), and can be made slow to restore (`restore_sleep_ms`)
-  so a test can kill the target while it restores.
+  so a test can kill the target while it restores; `tick_ms` adds a periodic sensor counting
+  its ticks.
   """
   use DSPEx.Clustering.Agent
 
@@ -16,7 +17,7 @@ defmodule DSPEx.Test.RecordingAgent do
         do: :binary.copy(<<0>>, size),
         else: :crypto.strong_rand_bytes(size)
 
-    {:ok, %{seen: %{}, pad: pad, count: 0}}
+    {:ok, %{seen: %{}, pad: pad, count: 0, tick_ms: opts[:tick_ms], ticks: 0}}
   end
 
   @impl true
@@ -24,6 +25,13 @@ defmodule DSPEx.Test.RecordingAgent do
     if ms = opts[:restore_sleep_ms], do: Process.sleep(ms)
     {:ok, checkpoint}
   end
+
+  @impl true
+  def sensors(%{tick_ms: ms}) when is_integer(ms), do: [tick: {:every, ms}]
+  def sensors(_state), do: []
+
+  @impl true
+  def sense(:tick, state), do: {:ok, [], %{state | ticks: state.ticks + 1}}
 
   @impl true
   def handle_event({:msg, tag, n}, state), do: {:ok, [], record(state, tag, n)}
@@ -34,6 +42,7 @@ defmodule DSPEx.Test.RecordingAgent do
   def handle_request(:seen, _from, state), do: {:reply, state.seen, state}
   def handle_request(:hash, _from, state), do: {:reply, :erlang.phash2(state), state}
   def handle_request(:node, _from, state), do: {:reply, node(), state}
+  def handle_request(:ticks, _from, state), do: {:reply, state.ticks, state}
 
   defp record(state, tag, n),
     do: %{state | seen: Map.update(state.seen, tag, [n], &[n | &1]), count: state.count + 1}

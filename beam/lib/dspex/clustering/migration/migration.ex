@@ -21,6 +21,11 @@ defmodule DSPEx.Clustering.Migration do
   on its checkpoint, every message it had forwarded; messages that senders had sent straight to
   the dead target are lost with it, except `Agent.call/3`s, which are resent (numbered, so
   never applied twice). Options: `timeout` (per step, default 5 s), `grace_ms`.
+
+  The new instance starts its own sensor timers and, for an agent with signal routes, its own
+  subscriptions when it is restored: the old instance's timer messages are not forwarded, nor
+  (for such an agent) its signals — a signal published while the agent moves reaches it at most
+  once, as the bus itself promises.
   """
 
   alias DSPEx.Clustering.Migration.{AgentSupervisor, Registry}

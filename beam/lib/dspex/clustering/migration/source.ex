@@ -22,6 +22,7 @@ defmodule DSPEx.Clustering.Migration.Source do
   @spec run(tuple(), node(), keyword(), GenServer.from()) :: :moved | {:resume, [term()]}
   def run({module, state, meta}, target, opts, from) do
     t0 = System.monotonic_time(:microsecond)
+    Process.put(:"$dspex_routes?", module.routes() != [])
     id = meta.id
     timeout = Keyword.get(opts, :timeout, 5_000)
     info = %{agent: id, source: node(), target: target}
@@ -127,7 +128,10 @@ defmodule DSPEx.Clustering.Migration.Source do
       {:error, {:validate_failed, reason}, pid}
   end
 
-  # Everything already in the mailbox goes to the target, in order (our monitor's DOWN aside).
+  # Everything already in the mailbox goes to the target, in order (our monitor's DOWN aside),
+  # except what the target has of its own since its init: its sensor timers (forwarding ours
+  # would double every sensor's rate on each move) and, for an agent with signal routes, the
+  # signals (it subscribed itself; forwarding would deliver them twice).
   defp forward_pending(pid, mref, acc) do
     receive do
       {:DOWN, ^mref, :process, ^pid, _} = down ->
@@ -136,11 +140,23 @@ defmodule DSPEx.Clustering.Migration.Source do
         acc
 
       message ->
-        send(pid, message)
-        forward_pending(pid, mref, [message | acc])
+        forward_pending(pid, mref, forward(pid, message, acc))
     after
       0 -> acc
     end
+  end
+
+  defp forward(_pid, {:"$agent_sense", _name, _ms}, acc), do: acc
+
+  defp forward(pid, {:signal, _} = message, acc) do
+    if Process.get(:"$dspex_routes?"), do: acc, else: forward_any(pid, message, acc)
+  end
+
+  defp forward(pid, message, acc), do: forward_any(pid, message, acc)
+
+  defp forward_any(pid, message, acc) do
+    send(pid, message)
+    [message | acc]
   end
 
   defp grace(id, pid, mref, forwarded, opts, info) do
@@ -174,8 +190,7 @@ defmodule DSPEx.Clustering.Migration.Source do
         late_rollback(id, forwarded, reason, info)
 
       message ->
-        send(current(id, pid), message)
-        grace_loop(id, pid, mref, [message | forwarded], deadline, info)
+        grace_loop(id, pid, mref, forward(current(id, pid), message, forwarded), deadline, info)
     after
       left ->
         if mref, do: Process.demonitor(mref, [:flush])
