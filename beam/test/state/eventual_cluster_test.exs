@@ -337,6 +337,29 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
     for i <- 1..200, do: {:ok, _} = call(a, Eventual, :delete, [{"frozen", i}, [table: @table]])
   end
 
+  test "a replica that was away while the others collected a deleted key drops its old value",
+       %{nodes: [a, b, c] = nodes} do
+    {:ok, _} = call(a, Eventual, :put, ["stale:1", :old, [table: @table]])
+    wait_converged(nodes, 10_000)
+    partition([c], [a, b])
+    {:ok, _} = call(a, Eventual, :delete, ["stale:1", [table: @table]])
+    # a and b stop waiting for c's report (an operator's forget_replica) and collect the key
+    for n <- [a, b], do: :ok = call(n, Replica, :forget_replica, [@table, c])
+
+    for n <- [a, b],
+        do: PeerNode.eventually(fn -> call(n, Replica, :lookup, [@table, "stale:1"]) == nil end)
+
+    assert {:ok, :old, _} = call(c, Eventual, :get, ["stale:1", [table: @table]])
+    heal([c], [a, b])
+    # c offers :old; a and b drop it (seen and collected) and send c the tombstone back
+    PeerNode.eventually(fn ->
+      call(c, Eventual, :get, ["stale:1", [table: @table]]) == {:error, :not_found}
+    end)
+
+    wait_converged(nodes, 10_000)
+    for n <- nodes, do: assert(call(n, Replica, :lookup, [@table, "stale:1"]) == nil)
+  end
+
   test "a node that joins late converges within 2x the interval", %{nodes: nodes} do
     for i <- 1..50,
         do: {:ok, _} = call(Enum.random(nodes), Eventual, :put, [{"late", i}, i, [table: @table]])

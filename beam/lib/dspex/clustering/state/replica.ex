@@ -38,11 +38,12 @@ defmodule DSPEx.Clustering.State.Replica do
   ## Tombstones and their GC
   A delete leaves the key's context with no entries (the tombstone). Every replica reports its
   `seen` in anti-entropy; the pointwise minimum over every replica ever heard from and this one
-  is `stable`. A tombstone whose context `stable` dominates — every replica has seen every
+  is `stable` (empty while a replica now in the group has not reported). A tombstone whose context `stable` dominates — every replica has seen every
   write the delete covered — is dropped. From then on an incoming value for a key this
   replica does not hold is dropped when its dot is within this replica's own `seen` (it was
   seen here before and only a GC removes keys), so a delayed or replayed old write cannot
-  resurrect the key. A replica that disappears for good holds GC back (it stays in the
+  resurrect the key; the sender gets the key's tombstone back, so a replica that kept such a
+  value (one that was away while the others collected) drops it too. A replica that disappears for good holds GC back (it stays in the
   minimum) until `forget_replica/2` removes it.
   """
   use GenServer
@@ -195,7 +196,8 @@ defmodule DSPEx.Clustering.State.Replica do
       fanout: Config.get(:eventual_fanout),
       counts: %{conflicts: 0, gaps: 0, drift: 0, gc: 0},
       drift_logged_at: nil,
-      follow_up: false
+      follow_up: false,
+      gone: []
     }
 
     publish_meta(state)
@@ -270,7 +272,7 @@ defmodule DSPEx.Clustering.State.Replica do
 
   @impl true
   def handle_info({:dspex_state_delta, origin, pl, prev, key, key_state}, state) do
-    state = merge_key(state, key, key_state)
+    state = state |> merge_key(key, key_state) |> tell_gone({name(state.table), origin})
 
     state =
       cond do
@@ -280,6 +282,12 @@ defmodule DSPEx.Clustering.State.Replica do
       end
 
     {:noreply, state |> publish_meta() |> wake_waiters()}
+  end
+
+  # tombstones for keys the sender collected while this replica still held old values
+  def handle_info({:dspex_state_gone, tombstones}, state) do
+    state = Enum.reduce(tombstones, state, fn {k, ks}, acc -> merge_key(acc, k, ks) end)
+    {:noreply, %{state | gone: []} |> publish_meta()}
   end
 
   def handle_info({:dspex_state_resolvers, update}, state),
@@ -334,13 +342,13 @@ defmodule DSPEx.Clustering.State.Replica do
   end
 
   def handle_info({:ae_states, peer, key_states, want, peer_seen}, state) do
-    state = merge_states(state, key_states)
+    state = merge_states(state, key_states, peer)
     if want != [], do: post(peer, {:ae_reply, self(), states(state, want)})
     {:noreply, state |> join_seen(peer_seen) |> publish_meta() |> wake_waiters()}
   end
 
   def handle_info({:ae_reply, peer, key_states}, state) do
-    state = merge_states(state, key_states)
+    state = merge_states(state, key_states, peer)
 
     state =
       case Map.pop(state.pending, peer) do
@@ -382,9 +390,13 @@ defmodule DSPEx.Clustering.State.Replica do
 
   # -- merging ---------------------------------------------------------------------------------
 
-  defp merge_states(state, key_states) do
+  defp merge_states(state, key_states, from) do
     root = state.root
-    state = Enum.reduce(key_states, state, fn {k, ks}, acc -> merge_key(acc, k, ks) end)
+
+    state =
+      key_states
+      |> Enum.reduce(state, fn {k, ks}, acc -> merge_key(acc, k, ks) end)
+      |> tell_gone(from)
 
     if state.root != root and not state.follow_up do
       Process.send_after(self(), :ae_follow_up, @follow_up_ms)
@@ -402,9 +414,17 @@ defmodule DSPEx.Clustering.State.Replica do
         # seen here before but absent now means collected after a delete: never resurrect
         {context, entries} = KeyState.drop_covered(incoming, state.seen)
 
-        if entries == [] and KeyState.dominates?(state.seen, context),
-          do: state,
-          else: resolve_and_store(state, key, nil, {context, entries})
+        cond do
+          entries != [] or not KeyState.dominates?(state.seen, context) ->
+            resolve_and_store(state, key, nil, {context, entries})
+
+          # the sender still holds values this replica saw deleted and collected: tell it
+          elem(incoming, 1) != [] ->
+            %{state | gone: [{key, {elem(incoming, 0), []}} | state.gone]}
+
+          true ->
+            state
+        end
 
       current ->
         merged = KeyState.merge(current, incoming)
@@ -490,11 +510,26 @@ defmodule DSPEx.Clustering.State.Replica do
     end)
   end
 
-  # the pointwise minimum of this replica's seen and every replica's last report
+  defp tell_gone(%{gone: []} = state, _to), do: state
+
+  defp tell_gone(state, to) do
+    post(to, {:dspex_state_gone, state.gone})
+    %{state | gone: []}
+  end
+
+  # the pointwise minimum of this replica's seen and every replica's last report; nothing is
+  # stable while a replica in the group has not reported yet (with more peers than the fanout
+  # one may not have pinged us: it could hold what a collection would let it resurrect)
   defp stable(state) do
-    Enum.reduce(Map.values(state.reports), state.seen, fn report, acc ->
-      for {n, pl} <- acc, Map.has_key?(report, n), into: %{}, do: {n, min(pl, report[n])}
-    end)
+    unreported = Enum.reject(state.peers, &Map.has_key?(state.reports, node(&1)))
+
+    if unreported == [] do
+      Enum.reduce(Map.values(state.reports), state.seen, fn report, acc ->
+        for {n, pl} <- acc, Map.has_key?(report, n), into: %{}, do: {n, min(pl, report[n])}
+      end)
+    else
+      %{}
+    end
   end
 
   # -- helpers ---------------------------------------------------------------------------------
