@@ -190,6 +190,30 @@ NODE_OPTIONS: tuple[NodeOption, ...] = (
         beam_only="Python nodes run no placed work",
     ),
     NodeOption(
+        "--tls-certfile",
+        "DSPEX_TLS_CERTFILE",
+        "TLS distribution (inet_tls_dist): this node's certificate (PEM)",
+        metavar="FILE",
+    ),
+    NodeOption(
+        "--tls-keyfile",
+        "DSPEX_TLS_KEYFILE",
+        "its private key (default: in the certificate file)",
+        metavar="FILE",
+    ),
+    NodeOption(
+        "--tls-cacertfile",
+        "DSPEX_TLS_CACERTFILE",
+        "the CA(s) that peers' certificates must chain to (mutual TLS)",
+        metavar="FILE",
+    ),
+    NodeOption(
+        "--ssl-dist-optfile",
+        "DSPEX_SSL_DIST_OPTFILE",
+        "TLS distribution configured by a BEAM ssl_dist_optfile instead of the --tls-* files",
+        metavar="FILE",
+    ),
+    NodeOption(
         "--dist-port",
         "DSPEX_DIST_PORT",
         "a fixed distribution port (default 0: any free one)",
@@ -296,10 +320,28 @@ def _settings(args: argparse.Namespace, environ: os._Environ[str] | dict[str, st
             args.hidden = _boolean(environ.get("DSPEX_HIDDEN", "true") or "true")
         except ValueError as err:
             raise UsageError(f"{PROG} {args.command}: $DSPEX_HIDDEN: {err}") from None
+    args.tls = _tls(args)
     if args.cookie_fd is not None:
         args.cookie = _read_cookie_fd(args.cookie_fd)
     args.cookie = read_cookie(args.cookie_file, args.cookie, environ)
     args.cookie_file = None
+
+
+def _tls(args: argparse.Namespace) -> Any:
+    """TlsOptions from --ssl-dist-optfile or the --tls-* files, else None (plain TCP)."""
+    files = (args.tls_certfile, args.tls_keyfile, args.tls_cacertfile)
+    if args.ssl_dist_optfile is None and not any(files):
+        return None
+    from dspex_cluster.runtime.tls import TlsOptions
+
+    where = f"{PROG} {args.command}"
+    if args.ssl_dist_optfile is not None:
+        if any(files):
+            raise UsageError(f"{where}: give --ssl-dist-optfile or the --tls-* files, not both")
+        return TlsOptions.from_optfile(args.ssl_dist_optfile)
+    if args.tls_certfile is None or args.tls_cacertfile is None:
+        raise UsageError(f"{where}: TLS needs --tls-certfile and --tls-cacertfile")
+    return TlsOptions.from_files(args.tls_certfile, args.tls_keyfile, args.tls_cacertfile)
 
 
 # -- the cookie off the command line -------------------------------------------------------------
@@ -364,6 +406,7 @@ def _node_command(args: argparse.Namespace) -> int:
         epmd_port=args.epmd_port,
         net_ticktime=args.net_ticktime,
         listen_port=args.dist_port,
+        tls=args.tls,
     )
     for spec in args.expose:
         erl_name, _, path = spec.rpartition("=")
@@ -444,6 +487,7 @@ def _agent_node_command(args: argparse.Namespace) -> int:
                 on_ready=on_ready,
                 dist_port=args.dist_port,
                 settings=AgentSettings(state_dir=args.state_dir),
+                tls=args.tls,
             )
         )
         try:
@@ -604,8 +648,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{PROG}: {err.strerror or err}", 1)
     except Exception as err:
         from dspex_cluster.dist.epmd import EPMDError  # not imported up front: start-up time
+        from dspex_cluster.runtime.tls import TlsConfigError
 
-        if isinstance(err, EPMDError):
+        if isinstance(err, EPMDError | TlsConfigError):
             return _fail(f"{PROG}: {err}", 1)
         raise
     except KeyboardInterrupt:

@@ -224,3 +224,15 @@ def test_python_refuses_beam_only_flags_and_strategies_in_one_line(home: Path) -
         done = run(cli, ["--name", "x", "--cookie", "c", "--discovery", "dns"], clean_env(home))
         assert done.returncode == 2
         assert "dns discovery runs on BEAM nodes only" in one_line_error(done, cli)
+
+
+def test_unreadable_tls_files(home: Path) -> None:
+    absent = home / "absent.pem"
+    for cli in BOTH:
+        args = ["--name", "x", "--cookie", "c", "--tls-certfile", str(absent)]
+        done = run(cli, [*args, "--tls-cacertfile", str(absent)], clean_env(home))
+        assert done.returncode == 1
+        assert str(absent) in one_line_error(done, cli)
+        done = run(cli, args, clean_env(home))  # a certificate without a CA to check peers
+        assert done.returncode == 2
+        assert "TLS needs --tls-certfile and --tls-cacertfile" in one_line_error(done, cli)

@@ -42,6 +42,7 @@ from dspex_cluster.names import (
     PYTHON_AGENT_NAMES,
 )
 from dspex_cluster.runtime import ChildSpec, Node, Supervisor
+from dspex_cluster.runtime.tls import TlsOptions
 
 AGENTS_SUPERVISOR = "dspex_agents_sup"
 
@@ -178,6 +179,7 @@ async def start_agent_node(
     settings: AgentSettings | None = None,
     net_ticktime: float = 60.0,
     dist_port: int = 0,
+    tls: TlsOptions | None = None,
 ) -> AgentNode:
     """Start the node and its agents; returns at once (the relay is acquired in the background;
     `await agent_node.bus.wait_relay()` waits for it)."""
@@ -190,6 +192,7 @@ async def start_agent_node(
         cookie_file=cookie_file,
         net_ticktime=net_ticktime,
         listen_port=dist_port,
+        tls=tls,
     )
     await node.start()
     try:
@@ -239,6 +242,7 @@ async def run_agent_node(
     http_host: str = "127.0.0.1",
     on_ready: Callable[[AgentNode], None] | None = None,
     dist_port: int = 0,
+    tls: TlsOptions | None = None,
 ) -> None:
     """Run a Python agent node until cancelled (see the module docstring). `cookie` None reads
     `cookie_file`, else $ERLANG_COOKIE, else ~/.erlang.cookie. `ready` is set (and `on_ready`
@@ -253,6 +257,7 @@ async def run_agent_node(
         settings=settings,
         net_ticktime=net_ticktime,
         dist_port=dist_port,
+        tls=tls,
     )
     try:
         if metrics_port is not None or dashboard_port is not None:

@@ -4,7 +4,8 @@ Usage (either side): feed received bytes with `receive_data`, send what `data_to
 act on the returned events. The acceptor pauses after `PeerNamed` until the owner calls
 `send_status`, the initiator after `AliveAsked` until it calls `answer_alive` (the owner knows
 about simultaneous connects and existing connections).
-Messages are framed with a 2-byte length until the handshake is done.
+Messages are framed with a 2-byte length until the handshake is done (a 4-byte one over TLS,
+as inet_tls_dist runs the handshake with {packet, 4}).
 """
 
 from __future__ import annotations
@@ -95,7 +96,14 @@ class _State(Enum):
 
 
 class _Machine:
-    def __init__(self, name: str, flags: int, creation: int, cookie: str) -> None:
+    def __init__(
+        self, name: str, flags: int, creation: int, cookie: str, length_size: int = 2
+    ) -> None:
+        if length_size not in (2, 4):
+            raise ValueError("handshake messages have a 2- or 4-byte length")
+        # 2 over TCP; 4 over TLS, where inet_tls_dist runs the handshake with {packet, 4}
+        self._length = ">H" if length_size == 2 else ">I"
+        self._length_size = length_size
         self.name = name
         self.flags = flags
         self.creation = creation
@@ -116,7 +124,7 @@ class _Machine:
         return out
 
     def _send(self, body: bytes) -> None:
-        self._out += struct.pack(">H", len(body)) + body
+        self._out += struct.pack(self._length, len(body)) + body
 
     def _fail(self, why: str) -> HandshakeError:
         self.state = _State.FAILED
@@ -127,16 +135,17 @@ class _Machine:
             raise HandshakeError(f"data after the handshake ended ({self.state.name})")
         self._buf += data
         events: list[Event] = []
-        while len(self._buf) >= 2 and self.state is not _State.DONE:
+        size = self._length_size
+        while len(self._buf) >= size and self.state is not _State.DONE:
             if self.state in (_State.AWAIT_STATUS_DECISION, _State.AWAIT_ALIVE_DECISION):
                 break  # the owner must decide first; keep the bytes
-            (n,) = struct.unpack_from(">H", self._buf, 0)
+            (n,) = struct.unpack_from(self._length, self._buf, 0)
             if n == 0 or n > MAX_HANDSHAKE_MESSAGE:
                 raise self._fail(f"bad handshake message length {n}")
-            if len(self._buf) < 2 + n:
+            if len(self._buf) < size + n:
                 break
-            msg = bytes(self._buf[2 : 2 + n])
-            del self._buf[: 2 + n]
+            msg = bytes(self._buf[size : size + n])
+            del self._buf[: size + n]
             event = self._handle(msg)
             if event is not None:
                 events.append(event)
@@ -166,8 +175,16 @@ class _Machine:
 class InitiatorHandshake(_Machine):
     """We dial `peer_name`: send_name, status, challenge, reply, ack."""
 
-    def __init__(self, name: str, flags: int, creation: int, cookie: str, peer_name: str) -> None:
-        super().__init__(name, flags, creation, cookie)
+    def __init__(
+        self,
+        name: str,
+        flags: int,
+        creation: int,
+        cookie: str,
+        peer_name: str,
+        length_size: int = 2,
+    ) -> None:
+        super().__init__(name, flags, creation, cookie, length_size)
         self.expected_peer = peer_name
         self.my_challenge = new_challenge()
         self.status = ""
@@ -228,8 +245,10 @@ class InitiatorHandshake(_Machine):
 class AcceptorHandshake(_Machine):
     """A peer dialled us: name, our status, our challenge, its reply, our ack."""
 
-    def __init__(self, name: str, flags: int, creation: int, cookie: str) -> None:
-        super().__init__(name, flags, creation, cookie)
+    def __init__(
+        self, name: str, flags: int, creation: int, cookie: str, length_size: int = 2
+    ) -> None:
+        super().__init__(name, flags, creation, cookie, length_size)
         self.my_challenge = new_challenge()
         self.old_name = False
         self.state = _State.AWAIT_NAME

@@ -80,12 +80,28 @@ class DistConnection(asyncio.Protocol):
         if self.initiator:
             assert self.peer_name is not None
             self.handshake = InitiatorHandshake(
-                node.name, node.flags, node.creation, node._cookie, peer_name=self.peer_name
+                node.name,
+                node.flags,
+                node.creation,
+                node._cookie,
+                peer_name=self.peer_name,
+                length_size=self._handshake_length(transport),
             )
             transport.write(self.handshake.data_to_send())
         else:
-            self.handshake = AcceptorHandshake(node.name, node.flags, node.creation, node._cookie)
+            self.handshake = AcceptorHandshake(
+                node.name,
+                node.flags,
+                node.creation,
+                node._cookie,
+                length_size=self._handshake_length(transport),
+            )
         self._setup_timer = node.loop.call_later(node.setup_time, self._setup_timeout)
+
+    @staticmethod
+    def _handshake_length(transport: asyncio.BaseTransport) -> int:
+        """4-byte handshake lengths over TLS (inet_tls_dist's {packet, 4}), else 2."""
+        return 4 if transport.get_extra_info("ssl_object") is not None else 2
 
     def data_received(self, data: bytes) -> None:
         if self.reader is not None:

@@ -29,6 +29,7 @@ from dspex_cluster.runtime.genserver import GenServer
 from dspex_cluster.runtime.process import Endpoint, Exit, Process, exception_reason
 from dspex_cluster.runtime.rpc import CallTimeout, RpcWaiter, _CallWaiter
 from dspex_cluster.runtime.services import install_services
+from dspex_cluster.runtime.tls import TlsGate, TlsOptions, open_tls_connection
 
 log = logging.getLogger("dspex_cluster.runtime.node")
 
@@ -69,6 +70,7 @@ class Node:
         listen_port: int = 0,
         max_frame: int = DEFAULT_MAX_FRAME,
         setup_time: float = 7.0,
+        tls: TlsOptions | None = None,
     ) -> None:
         name = expand_node_name(name)  # NodeNameError (a ValueError) says what is wrong
         self.name = Atom(name)
@@ -83,6 +85,10 @@ class Node:
         # the distribution port (0: any free one); a fixed one for firewalls and containers, as
         # inet_dist_listen_min = inet_dist_listen_max on a BEAM node
         self.listen_port = listen_port
+        # TLS distribution (inet_tls_dist): contexts made now, so a bad file fails here
+        self.tls = tls
+        self._tls_server = tls.server_context() if tls is not None else None
+        self._tls_client = tls.client_context() if tls is not None else None
         self.max_frame = max_frame
         self.decode_in_thread_above = OFFLOAD_FRAME_BYTES  # frame bytes; see DistConnection
         self._decode_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -125,8 +131,12 @@ class Node:
         if self.started:
             return
         self.loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.Protocol] = lambda: DistConnection(self)  # noqa: E731
+        if self._tls_server is not None:
+            tls_server, plain = self._tls_server, factory
+            factory = lambda: TlsGate(tls_server, plain, self.setup_time)  # noqa: E731
         self._server = await self.loop.create_server(
-            lambda: DistConnection(self), host=self._bind_host(), port=self.listen_port
+            factory, host=self._bind_host(), port=self.listen_port
         )
         self.port = self._server.sockets[0].getsockname()[1]
         try:
@@ -709,7 +719,12 @@ class Node:
                 return  # the peer dialled us meanwhile: its connection is the one set up
             conn = pending.owner = DistConnection(self, node)
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: conn, host, info.port), self.setup_time
+                self.loop.create_connection(lambda: conn, host, info.port)
+                if self._tls_client is None
+                else open_tls_connection(
+                    self.loop, conn, host, info.port, self._tls_client, self.setup_time
+                ),
+                self.setup_time,
             )
             try:
                 await asyncio.wait_for(asyncio.shield(conn.established), self.setup_time)
