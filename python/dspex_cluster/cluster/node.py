@@ -245,8 +245,9 @@ async def run_agent_node(
     tls: TlsOptions | None = None,
 ) -> None:
     """Run a Python agent node until cancelled (see the module docstring). `cookie` None reads
-    `cookie_file`, else $ERLANG_COOKIE, else ~/.erlang.cookie. `ready` is set (and `on_ready`
-    called) once the agents are registered and the metrics/dashboard ports, if any, listen."""
+    `cookie_file`, else $DSPEX_COOKIE_FILE, $DSPEX_COOKIE, $ERLANG_COOKIE, ~/.erlang.cookie. `ready`
+    is set (and `on_ready` called) once the agents are registered and the metrics/dashboard
+    ports, if any, listen. `tls`: distribution over mutual TLS (`dspex_cluster.runtime.tls`)."""
     agent_node = await start_agent_node(
         name,
         cookie,
