@@ -41,8 +41,8 @@ def check(workload: Workload, final_counter: int) -> None:
     )
 
 
-async def run_with_fault(epmd, fault: str) -> None:  # type: ignore[no-untyped-def]
-    with strong_nodes(epmd.port) as nodes:
+async def run_with_fault(epmd, fault: str, count: int = 3) -> None:  # type: ignore[no-untyped-def]
+    with strong_nodes(epmd.port, count) as nodes:
         py = await python_client(epmd.port)
         try:
             state = State(py, beams=[str(b) for b in beam_names(nodes)], timeout=3.0)
@@ -58,6 +58,9 @@ async def run_with_fault(epmd, fault: str) -> None:  # type: ignore[no-untyped-d
                 kill(target, signal.SIGSTOP)
                 await asyncio.sleep(3.0)
                 kill(target, signal.SIGCONT)
+            elif fault == "kill_leader_and_follower":  # five replicas lose two at once
+                kill(target, signal.SIGKILL)
+                kill(next(n for n in nodes if n is not leader), signal.SIGKILL)
             else:
                 kill(target, signal.SIGKILL)
             await run
@@ -70,8 +73,8 @@ async def run_with_fault(epmd, fault: str) -> None:  # type: ignore[no-untyped-d
             final = await state.get(workload.counter_key)
             assert final is not None
             check(workload, final.value)
-            survivor = next(n for n in nodes if n.proc.poll() is None and n is not target)
-            assert len(status(survivor)["members"]) == 3
+            survivor = next(n for n in nodes if n.proc.poll() is None)
+            assert len(status(survivor)["members"]) == count
         finally:
             await py.stop()
 
@@ -89,3 +92,8 @@ async def test_kill_follower(epmd) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.asyncio
 async def test_sigstop_leader(epmd) -> None:  # type: ignore[no-untyped-def]
     await run_with_fault(epmd, "stop_leader")
+
+
+@pytest.mark.asyncio
+async def test_five_replicas_kill_leader_and_a_follower(epmd) -> None:  # type: ignore[no-untyped-def]
+    await run_with_fault(epmd, "kill_leader_and_follower", count=5)
