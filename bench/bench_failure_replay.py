@@ -126,9 +126,7 @@ def main() -> None:
         "targets": {
             "replay_auc>=0.845": whole["auc"] >= 0.845,
             "held_out_auc>=recency+0.05": out_of["auc"] >= out_of["recency_auc"] + 0.05,
-            **(
-                {"replay_wall<=2x_batch": whole["wall_s"] <= 2 * batch["wall_s"]} if batch else {}
-            ),
+            **({"replay_wall<=2x_batch": whole["wall_s"] <= 2 * batch["wall_s"]} if batch else {}),
         },
         "elapsed_s": round(time.perf_counter() - started, 1),
     }

@@ -55,8 +55,8 @@ def strong_nodes(
             node.stop()
 
 
-def status(node: ErlNode) -> dict[str, Any]:
-    raw = node.eval("'Elixir.DSPEx.Clustering.State':status()")
+def status(node: ErlNode, timeout: float = 30) -> dict[str, Any]:
+    raw = node.eval("'Elixir.DSPEx.Clustering.State':status()", timeout)
     return {str(k): v for k, v in raw.items()}
 
 
@@ -71,15 +71,22 @@ def wait_formed(node: ErlNode, members: set[str], timeout: float = 30) -> dict[s
         time.sleep(0.2)
 
 
-def leader_of(nodes: list[ErlNode]) -> ErlNode:
-    for n in nodes:
-        if n.proc.poll() is None:
-            try:
-                leader = str(status(n)["leader"])
-            except Exception:  # noqa: BLE001 - a frozen or dying node: ask another
-                continue
-            return next(x for x in nodes if x.name == leader)
-    raise AssertionError("no live node knows a leader")
+def leader_of(nodes: list[ErlNode], timeout: float = 15) -> ErlNode:
+    """The node that the live nodes name as leader (polled: during an election there is none)."""
+    names = {n.name: n for n in nodes}
+    deadline = time.monotonic() + timeout
+    while True:
+        for n in nodes:
+            if n.proc.poll() is None:
+                try:
+                    leader = str(status(n, timeout=5)["leader"])
+                except Exception:  # noqa: BLE001 - a frozen or dying node: ask another
+                    continue
+                if leader in names:
+                    return names[leader]
+        if time.monotonic() > deadline:
+            raise AssertionError("no live node knows a leader")
+        time.sleep(0.1)
 
 
 async def python_client(epmd_port: int) -> Node:

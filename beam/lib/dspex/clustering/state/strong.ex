@@ -17,7 +17,7 @@ defmodule DSPEx.Clustering.State.Strong do
   write may or may not have been applied — as with any consensus store — but never twice.
   """
 
-  alias DSPEx.Clustering.{Config, Membership}
+  alias DSPEx.Clustering.Config
   alias DSPEx.Clustering.State.StrongMachine
 
   @system :dspex_state
@@ -127,10 +127,13 @@ defmodule DSPEx.Clustering.State.Strong do
 
   defp reachable?(node) when node == node(), do: true
 
+  # connected, and not suspected by the phi detector (which notices a cut link or a frozen node
+  # in about a second, long before the connection's tick timeout); asked with a short timeout
   defp reachable?(node) do
     node in Node.list() and
       try do
-        Enum.any?(Membership.members(), &(&1.node == node and &1.status == :up))
+        %{members: members} = GenServer.call(:dspex_membership, :state, 500)
+        match?(%{^node => %{status: :up}}, members)
       catch
         :exit, _ -> true
       end
