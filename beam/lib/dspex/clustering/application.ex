@@ -34,6 +34,8 @@ defmodule DSPEx.Clustering.Application do
         # agents with cluster-wide ids (migratable), Cognitive Variables (need the state)
         DSPEx.Clustering.Migration.AgentSupervisor,
         DSPEx.Clustering.Variable.Keeper,
+        # a drained node moves its agents with ids away, with their state
+        DSPEx.Clustering.Migration.DrainMover,
         # last: connecting to other nodes starts once everything that watches them runs
         DSPEx.Clustering.NodeDiscovery
       ] ++ metrics_endpoint(Config.get(:metrics_port))
