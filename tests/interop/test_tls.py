@@ -349,3 +349,31 @@ async def test_cli_and_launcher_take_the_same_tls_flags(
         except subprocess.TimeoutExpired:
             launcher.kill()
             launcher.wait()
+
+
+async def test_agent_node_joins_a_tls_cluster(
+    tls_beam: ErlNode, epmd: Epmd, pki: Pki, tmp_path: Path
+) -> None:
+    cookie = tmp_path / "cookie"
+    cookie.write_text(COOKIE)
+    name = f"{unique('tlsagent')}@127.0.0.1"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dspex_cluster", "agent-node", "--name", name,
+        "--cookie-file", str(cookie), "--epmd-port", str(epmd.port), "--join", tls_beam.name,
+        "--ssl-dist-optfile", str(pki.optfile),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert b"up with the clustering agents" in line, line
+        for _ in range(100):  # its signal bus dials the --join node over TLS
+            if await beval(tls_beam, f"lists:member('{name}', nodes(hidden))"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"{name} never joined {tls_beam.name} over TLS")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 20)
