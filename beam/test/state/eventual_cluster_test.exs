@@ -14,7 +14,8 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
   alias DSPEx.Clustering.State.{Causal, Eventual, KeyState, Replica}
   alias DSPEx.Test.{PeerNode, StateWriters}
 
-  @interval 300
+  # short enough to keep the tests quick, long enough that 2x it is not lost in a load spike
+  @interval 500
   @table :x
   @env [eventual_tables: [:default, @table], eventual_anti_entropy_ms: @interval]
   @args [~c"-kernel", ~c"prevent_overlapping_partitions", ~c"false"]
@@ -245,7 +246,7 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
 
   test "what an exchange brought in is passed on at once, not a round later (A-B-C chain, A-C cut)",
        %{nodes: [a, b, c] = nodes} do
-    # a 30 s round: only the follow-up ping can bring A's write to C within a second
+    # a 30 s round: only the follow-up ping can bring A's write to C within seconds
     set_interval(nodes, 30_000)
 
     try do
@@ -262,11 +263,12 @@ defmodule DSPEx.Clustering.State.EventualClusterTest do
             match?({:ok, 20, _}, call(c, Eventual, :get, [{"chain", 20}, [table: @table]])) and
               mono()
           end,
-          2_000
+          10_000
         )
 
       IO.puts("\n  chain A-B-C: C has A's writes #{reached - healed} ms after A-B healed")
-      assert reached - healed < 1_000
+      # 10x below the round: only the follow-up can do it (not a bound on its speed)
+      assert reached - healed < 3_000
     after
       heal([a], [c])
       set_interval(nodes, @interval)
