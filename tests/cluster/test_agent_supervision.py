@@ -83,6 +83,8 @@ async def test_a_killed_agent_is_restarted_and_names_stay_truthful(
 ) -> None:
     beam = beams[0]
     old = agents.node.whereis("dspex_load_balancer")
+    timed: list[float] = []
+    agents.decision_observers.append(timed.append)  # as /metrics' histogram does
     await kill_from_beam(beam, agents, "dspex_load_balancer")
 
     async def back() -> bool:
@@ -92,6 +94,8 @@ async def test_a_killed_agent_is_restarted_and_names_stay_truthful(
     await eventually(back)
     stats = await beval(beam, call(agents, "dspex_load_balancer", "stats"))
     assert isinstance(stats, dict)  # the new one serves calls from the BEAM
+    placed = await beval(beam, call(agents, "dspex_load_balancer", "{place, #{}, []}"))
+    assert placed[0] in ("ok", "error") and timed  # the new one reports its decisions too
     # the performance agent reads the new load balancer
     assert agents.performance.load_balancer is agents.load_balancer
     assert agents.supervisor.restarts >= 1

@@ -134,9 +134,19 @@ class LoadBalancer(WarmAgent, Agent):
     """The `dspex_load_balancer` agent: learned placement, draining and rebalancing (see the
     module docstring)."""
 
-    def __init__(self, config: LoadBalancerConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        config: LoadBalancerConfig | None = None,
+        decision_observers: list[Callable[[float], None]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """`decision_observers`: called with each decision's duration in seconds; a list the
+        caller keeps (the agent node's) survives a supervisor restart of this agent."""
         super().__init__(LOAD_BALANCER, **kwargs)
         self.config = config or LoadBalancerConfig()
+        self.decision_observers: list[Callable[[float], None]] = (
+            decision_observers if decision_observers is not None else []
+        )
 
     def setup(self) -> None:
         """Fresh state for this agent (run at init, and again after a supervisor restart)."""
@@ -154,8 +164,6 @@ class LoadBalancer(WarmAgent, Agent):
         self.placements: dict[Atom, int] = {}
         self.outcomes: deque[tuple[float, Atom, float]] = deque(maxlen=5000)  # (t, node, ms)
         self.decision_ms: deque[float] = deque(maxlen=5000)
-        # called with each decision's duration in seconds (the /metrics histogram)
-        self.decision_observers: list[Callable[[float], None]] = []
         self.history: dict[Atom, deque[float]] = {}
         self.schedulers: dict[Atom, float] = {}  # parallel slots per node (health data)
         self._forecaster = LoadForecaster(8)

@@ -79,6 +79,8 @@ class AgentNode:
     bus: ClusterBus
     supervisor: Supervisor
     ops: OpsServer | None = None  # /metrics and the dashboard, when ports were given
+    # the load balancer's decision observers (the /metrics histogram), kept across its restarts
+    decision_observers: list[Callable[[float], None]] = field(default_factory=list)
 
     def _agent(self, name: str) -> Any:
         agent = self.supervisor.child(name)
@@ -139,6 +141,7 @@ def agent_specs(
     bus: ClusterBus,
     current_load_balancer: Callable[[], LoadBalancer | None],
     warm: Callable[[Any], Any] = lambda agent: agent,
+    decision_observers: list[Callable[[float], None]] | None = None,
 ) -> list[ChildSpec]:
     """The child specs of the four agents (each restart builds a fresh agent, which `warm`
     gives the node's checkpoint store, so a restarted agent resumes from its last checkpoint);
@@ -152,7 +155,9 @@ def agent_specs(
 
     return [
         ChildSpec(
-            LOAD_BALANCER, lambda: warm(LoadBalancer(s.load_balancer, bus=bus)), name=LOAD_BALANCER
+            LOAD_BALANCER,
+            lambda: warm(LoadBalancer(s.load_balancer, decision_observers, bus=bus)),
+            name=LOAD_BALANCER,
         ),
         ChildSpec(HEALTH_MONITOR, health, name=HEALTH_MONITOR),
         ChildSpec(
@@ -206,13 +211,14 @@ async def start_agent_node(
             return agent
 
         supervisor: Supervisor | None = None
+        observers: list[Callable[[float], None]] = []
 
         def current_load_balancer() -> LoadBalancer | None:
             found = supervisor.child(LOAD_BALANCER) if supervisor is not None else None
             return found if isinstance(found, LoadBalancer) else None
 
         supervisor = Supervisor(
-            agent_specs(s, bus, current_load_balancer, warm),
+            agent_specs(s, bus, current_load_balancer, warm, observers),
             strategy="one_for_one",
             max_restarts=s.max_restarts,
             max_seconds=s.max_seconds,
@@ -221,7 +227,7 @@ async def start_agent_node(
     except BaseException:
         await node.stop()
         raise
-    agent_node = AgentNode(node, bus, supervisor)
+    agent_node = AgentNode(node, bus, supervisor, decision_observers=observers)
     _expose(agent_node)
     return agent_node
 

@@ -123,7 +123,8 @@ def node_registry(node: Node, agent_node: AgentNode | None = None) -> CollectorR
             buckets=DECISION_BUCKETS,
             registry=registry,
         )
-        agent_node.load_balancer.decision_observers.append(decisions.observe)
+        # the agent node's list: a restarted load balancer reports to it as well
+        agent_node.decision_observers.append(decisions.observe)
     return registry
 
 
