@@ -13,6 +13,17 @@ defmodule DSPEx.Clustering.MigrationClusterTest do
     %{a: a, b: b}
   end
 
+  # Subscribes the test process to the migration signals and waits until `node` sees it (pg
+  # spreads memberships asynchronously: a signal published before would be missed).
+  defp subscribe_migration_signals(node) do
+    :ok = SignalBus.subscribe("cluster.migration.*")
+    me = self()
+
+    PeerNode.eventually(fn ->
+      me in :erpc.call(node, SignalBus, :subscribers_for, ["cluster.migration.checkpointed"])
+    end)
+  end
+
   defp uniq, do: {:agent, "rec-#{System.unique_integer([:positive])}"}
 
   defp start_sender(node, id, tag, n, me),
@@ -65,7 +76,7 @@ defmodule DSPEx.Clustering.MigrationClusterTest do
     target = PeerNode.start("mig_victim")
     id = uniq()
     {:ok, _} = Migration.start_agent(RecordingAgent, [id: id, restore_sleep_ms: 400], a)
-    :ok = SignalBus.subscribe("cluster.migration.*")
+    subscribe_migration_signals(a)
     me = self()
     tags = [{node(), :x}, {a, :y}]
     for {node, _} = tag <- tags, do: start_sender(node, id, tag, 300, me)
@@ -116,7 +127,7 @@ defmodule DSPEx.Clustering.MigrationClusterTest do
     id = uniq()
     {:ok, _} = Migration.start_agent(RecordingAgent, [id: id, restore_sleep_ms: 500], a)
     for i <- 1..100, do: :ok = Agent.send(id, {:msg, :l, i})
-    :ok = SignalBus.subscribe("cluster.migration.*")
+    subscribe_migration_signals(a)
     mig = Task.async(fn -> Migration.migrate(id, victim.node, grace_ms: 5_000) end)
     assert_receive {:signal, %{type: "cluster.migration.checkpointed"}}, 5_000
     # the agent is paused (its target restoring for 500 ms): these wait in its mailbox
