@@ -251,9 +251,18 @@ class ClusterBus:
                 failures.append((beam, why))
                 continue
             try:
-                for pid, patterns in list(self.subscriptions.items()):
-                    for pattern in sorted(patterns):
+                # until none is left: a subscribe() while these calls wait saw no relay yet and
+                # only recorded its pattern, so this loop must take it too
+                sent: set[tuple[Pid, str]] = set()
+                while todo := [
+                    (pid, pattern)
+                    for pid, patterns in list(self.subscriptions.items())
+                    for pattern in sorted(patterns)
+                    if (pid, pattern) not in sent
+                ]:
+                    for pid, pattern in todo:
                         await self._relay_call(beam, (SUBSCRIBE, pattern, pid))
+                        sent.add((pid, pattern))
             except Exception as err:
                 log.info("relay on %s not usable: %s", beam, err)
                 failures.append((beam, f"relay not usable: {err!r:.200}"))
