@@ -282,10 +282,15 @@ def test_dashboard_shows_a_killed_node_down(ops_cluster) -> None:  # type: ignor
         row = 'tr[data-variable="ops.alpha"]'
 
         def set_from_page(text: str) -> str:
-            field = browser.find_element(By.CSS_SELECTOR, f"{row} input.new-value")
-            field.clear()
-            field.send_keys(text)
-            browser.find_element(By.CSS_SELECTOR, f"{row} button.set").click()
+            # the row is rebuilt when the value or version changes: type and click in one go
+            browser.execute_script(
+                "document.getElementById('variable-result').textContent = '';"
+                "const r = document.querySelector(arguments[0]);"
+                "r.querySelector('input.new-value').value = arguments[1];"
+                "r.querySelector('button.set').click();",
+                row,
+                text,
+            )
             return wait_for(
                 lambda: (
                     (t := browser.find_element(By.ID, "variable-result").text)
@@ -298,10 +303,19 @@ def test_dashboard_shows_a_killed_node_down(ops_cluster) -> None:  # type: ignor
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, row), timeout=10)
         assert "version 2" in set_from_page("0.5")
         assert c.beams[1].eval(f"'{var}':get(<<\"ops.alpha\">>)") == ("ok", 0.5, 2)
+        wait_for(
+            lambda: (
+                browser.execute_script(
+                    "const v = document.querySelector(arguments[0] + ' td.version');"
+                    "return v ? v.textContent : '';",
+                    row,
+                )
+                == "2"
+            )
+        )
         refused = set_from_page("5.0")  # out of its range: the variable refuses it
         assert "refused" in refused and "invalid_value" in refused
         assert c.beams[1].eval(f"'{var}':get(<<\"ops.alpha\">>)") == ("ok", 0.5, 2)
-        wait_for(lambda: browser.find_element(By.CSS_SELECTOR, f"{row} td.version").text == "2")
 
         os.kill(victim.proc.pid, signal.SIGKILL)
         killed = time.monotonic()
