@@ -9,9 +9,11 @@ defmodule DSPEx.Clustering.Membership.Announcement do
     * a **hidden** node that **announced itself**: a BEAM node of this cluster (its membership
       sends `{:dspex_heartbeat, ...}` or its discovery says `:hello`) or a Python node that joined
       (`{:dspex_hello, node, %{kind: :python}}` to `:dspex_membership` and `:dspex_node_discovery`);
-    * any other **hidden** node — `erl_call`, a C node on erl_interface, a remote shell, a plain
-      `-hidden` node: a client that came to make calls. It gets **no** message it did not ask
-      for: a C node's `ei_rpc` fails if anything but the `rex` reply arrives first.
+    * any other **hidden** node — `erl_call`, a C node on erl_interface, a remote shell started
+      with `-hidden`, a plain `-hidden` node: a client that came to make calls. It gets **no**
+      message it did not ask for: a C node's `ei_rpc` fails if anything but the `rex` reply
+      arrives first. (A remote shell started without `-hidden` is a visible, full node: it is
+      treated as OTP treats one, and gets one heartbeat and one hello to names it does not have.)
 
   A node that is itself hidden (started with `-hidden`) joins as a client does: it announces
   itself (a heartbeat, a hello) to every node it connects to, as a Python node does.
