@@ -13,6 +13,8 @@ defmodule DSPEx.Clustering.MixProject do
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
       elixirc_paths: elixirc_paths(Mix.env()),
+      # Elixir >= 1.15 drops code paths that no dependency owns: keep .cache/otp-libs (above)
+      prune_code_paths: false,
       deps: []
     ]
   end
