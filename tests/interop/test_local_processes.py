@@ -148,5 +148,7 @@ def test_cookie_is_read_from_file_and_never_shown(tmp_path: Any) -> None:
     node = Node("x@127.0.0.1", cookie_file=cookie, epmd_port=1)
     assert node._cookie == "file-cookie-value"
     assert "file-cookie-value" not in repr(node)
-    with pytest.raises(ValueError):
-        Node("no-host", cookie="c")
+    with pytest.raises(ValueError, match="bad node name"):
+        Node("two@at@signs", cookie="c")
+    # a bare name means name@127.0.0.1, as on the command line of both kinds of node
+    assert Node("bare", cookie="c").name == "bare@127.0.0.1"
