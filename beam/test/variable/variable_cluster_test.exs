@@ -31,7 +31,12 @@ defmodule DSPEx.Clustering.VariableClusterTest do
       end
 
     [first | _] = streams
-    assert Enum.map(first, &elem(&1, 0)) == Enum.to_list(from..to)
+    versions = Enum.map(first, &elem(&1, 0))
+    expected = Enum.to_list(from..to)
+
+    assert versions == expected,
+           "missing #{inspect(expected -- versions)}, twice #{inspect(versions -- Enum.uniq(versions))}"
+
     bad = Enum.count(streams, &(&1 != first))
     assert bad == 0, "#{bad} of #{length(streams)} subscribers saw another stream"
   end

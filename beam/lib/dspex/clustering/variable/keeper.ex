@@ -9,7 +9,8 @@ defmodule DSPEx.Clustering.Variable.Keeper do
       filled by asking the variable for the changes since the last version held.
     * **this node's subscribers** (and those of nodes without a keeper, Python pids included):
       each gets `{:variable, name, value, version}` for every version after the one it asked
-      for, in order and without gaps. When the changes it asks for are no longer in any
+      for, in order and without gaps (a version that comes early waits for its predecessors,
+      200 ms, then they are asked of the variable, and asked again while it cannot answer). When the changes it asks for are no longer in any
       history, it gets `{:variable_resync, name, value, version}` (the current value) and
       the gap-free stream continues from there. A deleted variable sends
       `{:variable_deleted, name}`.
@@ -28,6 +29,8 @@ defmodule DSPEx.Clustering.Variable.Keeper do
   @group :dspex_variable_keepers
   @check_ms 500
   @max_backoff_ms 30_000
+  @gap_wait_ms 200
+  @gap_tries 10
 
   @doc false
   def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: @name)
@@ -68,7 +71,7 @@ defmodule DSPEx.Clustering.Variable.Keeper do
     :ok = SignalBus.subscribe("cluster.variable.sync")
     :ok = :net_kernel.monitor_nodes(true)
     Process.send_after(self(), :check, @check_ms)
-    {:ok, %{vars: %{}, subs: %{}, mons: %{}, restarter: nil, backoff: %{}}}
+    {:ok, %{vars: %{}, subs: %{}, mons: %{}, restarter: nil, backoff: %{}, gaps: %{}}}
   end
 
   @impl true
@@ -124,6 +127,8 @@ defmodule DSPEx.Clustering.Variable.Keeper do
 
   def handle_info(:check_once, s), do: {:noreply, restart_orphans(s)}
 
+  def handle_info({:gap_check, name}, s), do: {:noreply, check_gap(s, name)}
+
   def handle_info({:restarted, results}, s) do
     now = System.monotonic_time(:millisecond)
 
@@ -168,10 +173,73 @@ defmodule DSPEx.Clustering.Variable.Keeper do
         s
 
       d.version == e.version + 1 ->
-        advance(s, name, e, [{d.version, d.value, d.stamp}], d)
+        s |> advance(name, e, [{d.version, d.value, d.stamp}], d) |> drain_held(name)
 
       true ->
-        fill_gap(s, name, e, d)
+        hold(s, name, d)
+    end
+  end
+
+  # A version ahead of the next one: usually its predecessors are still on their way (during a
+  # move two instances publish, and their signals may cross), so it waits @gap_wait_ms for them
+  # before the variable is asked for the changes since the last version held.
+  defp hold(s, name, d) do
+    gap = Map.get(s.gaps, name, %{held: %{}, tries: 0, timer: nil})
+    timer = gap.timer || Process.send_after(self(), {:gap_check, name}, @gap_wait_ms)
+    gap = %{gap | held: Map.put(gap.held, d.version, d), timer: timer}
+    %{s | gaps: Map.put(s.gaps, name, gap)}
+  end
+
+  # Applies held versions that have become consecutive; forgets those now behind.
+  defp drain_held(s, name) do
+    case {s.gaps[name], s.vars[name]} do
+      {nil, _} ->
+        s
+
+      {gap, e} ->
+        held = Map.reject(gap.held, fn {v, _} -> v <= e.version end)
+
+        case Map.pop(held, e.version + 1) do
+          {nil, _} when held == %{} ->
+            if gap.timer, do: Process.cancel_timer(gap.timer)
+            %{s | gaps: Map.delete(s.gaps, name)}
+
+          {nil, _} ->
+            %{s | gaps: Map.put(s.gaps, name, %{gap | held: held})}
+
+          {d, rest} ->
+            s = %{s | gaps: Map.put(s.gaps, name, %{gap | held: rest})}
+            s |> advance(name, e, [{d.version, d.value, d.stamp}], d) |> drain_held(name)
+        end
+    end
+  end
+
+  defp check_gap(s, name) do
+    with %{} = gap <- s.gaps[name],
+         %{deleted: false} = e <- s.vars[name],
+         true <- gap.held != %{} do
+      gap = %{gap | timer: nil}
+      s = %{s | gaps: Map.put(s.gaps, name, gap)}
+      latest = gap.held |> Map.values() |> Enum.max_by(& &1.version)
+
+      case fetch(name, {:since, e.version}) do
+        {:changes, changes} ->
+          changes = for {v, value} <- changes, v > e.version, do: {v, value, nil}
+          s = if changes == [], do: s, else: advance(s, name, e, changes, latest)
+          drain_held(s, name)
+
+        {:resync, value, version} ->
+          s |> resync(name, e, value, version, latest) |> drain_held(name)
+
+        _unreachable when gap.tries < @gap_tries ->
+          timer = Process.send_after(self(), {:gap_check, name}, @gap_wait_ms)
+          %{s | gaps: Map.put(s.gaps, name, %{gap | tries: gap.tries + 1, timer: timer})}
+
+        _unreachable ->
+          s |> resync(name, e, latest.value, latest.version, latest) |> drain_held(name)
+      end
+    else
+      _ -> %{s | gaps: Map.delete(s.gaps, name)}
     end
   end
 
@@ -208,20 +276,6 @@ defmodule DSPEx.Clustering.Variable.Keeper do
 
     s = put_entry(s, name, e)
     deliver(s, name, for({v, value, _} <- changes, do: {v, value}))
-  end
-
-  defp fill_gap(s, name, e, d) do
-    case fetch(name, {:since, e.version}) do
-      {:changes, changes} ->
-        changes = for {v, value} <- changes, v > e.version, do: {v, value, nil}
-        if changes == [], do: s, else: advance(s, name, e, changes, d)
-
-      {:resync, value, version} ->
-        resync(s, name, e, value, version, d)
-
-      _unreachable ->
-        resync(s, name, e, d.value, d.version, d)
-    end
   end
 
   defp resync(s, name, e, value, version, d) do
