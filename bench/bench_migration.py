@@ -10,6 +10,8 @@ bench/bench_migration_peer.erl loaded. Written to DIR/migration.json:
     to a node other than where it is each time; target p99 <= 100 ms at 1 MiB (published
     actor-migration figures are 150-250 ms). The agent is a `:map` Cognitive Variable holding
     the bytes (its checkpoint is the whole state, `state_bytes` in the JSON);
+  * the reference, in the same run: an erpc call carrying the same number of random bytes from
+    one node to another (`bare_erpc_of_the_bytes`), and the pause's ratio to it;
   * migrations/s: the 1 KiB series' count over its wall time (one migration at a time, each
     waiting for the reply; the old instance's 200 ms grace period runs in the background);
   * change -> all subscribers: `--subscribers` (1,000) processes over the three nodes subscribe
@@ -54,6 +56,13 @@ def pct(values: list[float], q: float) -> float:
 
 def node_list(nodes: list[ErlNode]) -> str:
     return "[" + ", ".join(f"'{n.name}'" for n in nodes) + "]"
+
+
+def bare_series(nodes: list[ErlNode], size: int, count: int) -> dict[str, float]:
+    ms = [
+        float(x) for x in nodes[0].eval(f"{PEER}:bare_series('{nodes[1].name}', {size}, {count})")
+    ]
+    return {"p50_ms": pct(ms, 0.5), "p99_ms": pct(ms, 0.99)}
 
 
 def pause_series(nodes: list[ErlNode], size: int, count: int, tag: str) -> dict[str, Any]:
@@ -134,6 +143,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pauses = {}
         for tag, size in SIZES.items():
             pauses[tag] = pause_series(nodes, size, args.migrations, tag)
+            pauses[tag]["bare_erpc_of_the_bytes"] = bare = bare_series(nodes, size, args.migrations)
+            pauses[tag]["pause_p50_over_bare_p50"] = pauses[tag]["pause_p50_ms"] / bare["p50_ms"]
             print(f"{tag}: {pauses[tag]}", flush=True)
         fan = fanout(nodes, args.subscribers, args.changes)
         print(f"fan-out: {fan}", flush=True)

@@ -2,7 +2,7 @@
 %% subscribers that timestamp every version they get, a timed series of sets, and a series of
 %% migrations. Times are erlang:system_time(microsecond): one machine, one clock.
 -module(bench_migration_peer).
--export([subscribers/2, summary/1, set_series/3, migrate_series/3]).
+-export([subscribers/2, summary/1, set_series/3, migrate_series/3, bare_series/3]).
 
 -define(VAR, 'Elixir.DSPEx.Clustering.Variable').
 -define(MIG, 'Elixir.DSPEx.Clustering.Migration').
@@ -54,3 +54,13 @@ migrate_series(Id, Nodes, K) ->
              ?MIG:migrate(Id, Target, [{grace_ms, 200}]),
          {P, erlang:monotonic_time(microsecond) - T0, B, S}
      end || I <- lists:seq(1, K)].
+
+%% The reference: K round trips of a Size-byte random binary to Target and back by erpc (what
+%% moving the bytes alone costs between these nodes): [Ms].
+bare_series(Target, Size, K) ->
+    Bin = crypto:strong_rand_bytes(Size),
+    [begin
+         T0 = erlang:monotonic_time(microsecond),
+         Size = erpc:call(Target, erlang, byte_size, [Bin]),
+         (erlang:monotonic_time(microsecond) - T0) / 1000
+     end || _ <- lists:seq(1, K)].
