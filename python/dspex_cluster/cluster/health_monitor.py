@@ -107,7 +107,8 @@ class HealthPolicy:
     knob_retry_s: float = 2.0
     knob_feedback_interval_s: float = 5.0
     baseline_rows: int = 120
-    warm_rows: int = 1000  # reports per node saved for a warm restart (replayed on restore)
+    # reports per node saved for a warm restart (replayed on restore in one vectorised call)
+    warm_rows: int = 1000
     # detector settings for short live histories (see AnomalyDetector)
     detector: dict[str, Any] = field(
         default_factory=lambda: {
@@ -172,6 +173,20 @@ class NodeHealth:
         self.deviation = max(drivers, default=0.0)
         self.score = self.rarity * min(1.0, self.deviation / self.policy.min_deviation)
         return self.score
+
+    def replay(self, rows: np.ndarray) -> None:
+        """Feed saved reports (rows x names, NaN = missing) as `update` would, all but the last
+        in one vectorised detector call (the detector scores a block as it scores row by row)."""
+        if rows.shape[0] > 1:
+            self.detector.score_series(rows[:-1])
+            self.recent.extend(rows[:-1])
+            self.window.extend(rows[:-1])
+            self.rows += rows.shape[0] - 1
+        if rows.shape[0]:
+            last = rows[-1]
+            self.update(
+                {n: float(v) for n, v in zip(self.names, last, strict=True) if np.isfinite(v)}
+            )
 
     def _deviations(self, row: np.ndarray) -> dict[str, float]:
         """|reading - median| / robust std of the recent window, per feature."""
@@ -346,8 +361,7 @@ class HealthMonitor(WarmAgent, Agent):
         for node, saved in state.items():
             names = [str(n) for n in saved["names"]]
             h = NodeHealth(names, self.anomaly.policy)
-            for row in np.asarray(saved["rows"], dtype=np.float64).reshape(-1, len(names)):
-                h.update({n: float(v) for n, v in zip(names, row, strict=True) if np.isfinite(v)})
+            h.replay(np.asarray(saved["rows"], dtype=np.float64).reshape(-1, len(names)))
             nodes[Atom(node)] = h
         self.anomaly.nodes = nodes
 
