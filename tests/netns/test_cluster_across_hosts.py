@@ -70,21 +70,25 @@ def test_epmd_discovery_finds_the_other_host(cluster: Cluster, control: Control)
 
     # The EPMD strategy itself found the nodes: it asked the other hosts' epmds for their names
     # (the BEAM node there; the CLI and control Python nodes on host 0). A poll made before the
-    # other BEAM node registered found fewer: wait for the next one (every 2 s).
-    def epmd_found_all(observer: str) -> dict[Any, Any] | None:
+    # other BEAM node registered found fewer: wait for the next one (every 2 s). The dials and
+    # hellos that follow the strategy's answer take a moment more, so the members are polled too.
+    def epmd_found_all(observer: str, other: str) -> dict[Any, Any] | None:
         topology = control.rpc(observer, "Elixir.DSPEx.Clustering.NodeDiscovery", "topology", [])
         strategies = {str(k[1]): v for k, v in topology[Atom("strategies")].items()}
         found = strategies[EPMD_STRATEGY][Atom("last")] == (Atom("ok"), 3)
-        return topology if found else None
+        members = topology[Atom("members")]
+        status = {n: members.get(Atom(n), {}).get(Atom("status")) for n in (other, cluster.py_name)}
+        # the Python node was dialled by discovery too: accepted as unmanaged (no agent there)
+        settled = status == {other: "member", cluster.py_name: "unmanaged"}
+        return topology if found and settled else None
 
     found_by_epmd = []
     for observer, other in ((b1, b2), (b2, b1)):
-        topology = wait_for(f"{observer}'s EPMD strategy", partial(epmd_found_all, observer), 6)
+        topology = wait_for(
+            f"{observer}'s EPMD strategy and members", partial(epmd_found_all, observer, other), 10
+        )
         members = topology[Atom("members")]
-        assert members[Atom(other)][Atom("status")] == "member"
         found_by_epmd += [str(k[1]) for k in members[Atom(other)][Atom("discovered_by")]]
-        # the Python node was dialled by discovery too: accepted as unmanaged (no agent there)
-        assert members[Atom(cluster.py_name)][Atom("status")] == "unmanaged"
     # whichever side dialled first, at least one side joined the other through the strategy
     assert EPMD_STRATEGY in found_by_epmd
 
